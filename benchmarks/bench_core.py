@@ -1,0 +1,206 @@
+"""Benchmark of PEPO's perception prior and entropy kernels against the naive forms.
+
+    python benchmarks/bench_core.py                 # default shapes, prints a table
+    python benchmarks/bench_core.py --shapes tiny   # quick check
+
+For every measure (cosine, dot, l2, l1) and shape it times, each variant in a fresh subprocess
+(so the peak-memory reading is that variant's alone):
+
+* ``pepo``: :func:`pepo.perception_scores` (mean-vector identity for cosine/dot, chunked l1/l2);
+* ``ref_bf16`` (a): the reference release's form, per-row similarity matrices in a Python loop,
+  in the model dtype (bf16);
+* ``ref_fp32`` (b): the same form on float32 copies (one BLAS matrix product per row and layer);
+* ``floor`` (c): one read of every hidden-state tensor (a float32-accumulated sum).
+
+Peak extra memory: the child runs with glibc's mmap threshold lowered so that freed tensors go back
+to the OS; after a warm-up call its peak resident set (VmHWM) is reset through /proc/self/clear_refs
+and the peak of one more call is read against the resident set before it (Linux only). Timings are
+the best of ``--repeats`` calls (the least disturbed by other processes on a shared machine), with
+``--threads`` torch threads (default 1: on a 2-core machine shared with other work, a second thread
+mostly measures the scheduler). Compare ratios within one run only. Results are printed as a table and written to benchmarks/results/bench_core.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+SHAPES = {
+    # name: (B, S, T, image tokens, D, hidden-state tensors)
+    "tiny": (4, 64, 16, 4, 128, 3),
+    "3b-scaled": (2, 1536, 512, 768, 1024, 6),
+}
+MEASURES = ("cosine", "dot", "l2", "l1")
+# allocations above 64 KiB are mmap'ed and unmapped on free, so the resident set follows live memory
+CHILD_ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+VARIANTS = ("pepo", "ref_bf16", "ref_fp32", "floor")
+
+
+def make_inputs(B, S, T, V, D, n_hidden, dtype=torch.bfloat16):
+    g = torch.Generator().manual_seed(0)
+    hidden = [torch.randn(B, S, D, generator=g).to(dtype) for _ in range(n_hidden)]
+    vision = torch.zeros(B, S, dtype=torch.bool)
+    vision[:, 8 : 8 + V] = True  # image tokens early in the prompt, as in a chat template
+    return hidden, vision
+
+
+def reference_form(hidden, vision, T, measure, compute_dtype):
+    """The release's loop: for each layer and row, a (T, |V|) similarity matrix, then its mean."""
+    B = hidden[0].shape[0]
+    scores = torch.zeros(B, T, dtype=compute_dtype)
+    for layer in hidden:
+        for b in range(B):
+            idx = vision[b].nonzero().flatten()
+            img = layer[b].index_select(0, idx).to(compute_dtype)
+            gen = layer[b, -T:].to(compute_dtype)
+            if measure == "cosine":
+                sim = torch.nn.functional.normalize(gen, dim=-1) @ torch.nn.functional.normalize(img, dim=-1).T
+            elif measure == "dot":
+                sim = gen @ img.T
+            elif measure == "l2":
+                sq = (gen * gen).sum(1, keepdim=True) + (img * img).sum(1, keepdim=True).T - 2.0 * (gen @ img.T)
+                sim = -torch.sqrt(sq.clamp_min(0) + 1e-6)
+            else:  # cdist has no bf16 kernel; the release upcasts here too (it does so on CUDA)
+                sim = -torch.cdist(gen.float(), img.float(), p=1).to(compute_dtype)
+            scores[b] += sim.mean(1)
+    return scores / len(hidden)
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def run_one(variant, measure, shape, repeats, threads):
+    """Runs in a subprocess: returns (best seconds, peak extra MiB)."""
+    torch.set_num_threads(threads)
+    B, S, T, V, D, n_hidden = SHAPES[shape]
+    hidden, vision = make_inputs(B, S, T, V, D, n_hidden)
+    if variant == "pepo":
+        import pepo
+
+        fn = lambda: pepo.perception_scores(hidden, vision, T, measure=measure)
+    elif variant == "ref_bf16":
+        fn = lambda: reference_form(hidden, vision, T, measure, torch.bfloat16)
+    elif variant == "ref_fp32":
+        fn = lambda: reference_form(hidden, vision, T, measure, torch.float32)
+    else:
+        fn = lambda: sum(torch.sum(h, dtype=torch.float32) for h in hidden)
+    fn()  # warm-up: one-time allocations (thread pools, caches) are not the kernel's memory
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident set (VmHWM)
+    base_kib = _status_kib("VmRSS")
+    fn()
+    extra_mib = (_status_kib("VmHWM") - base_kib) / 1024
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), extra_mib
+
+
+def entropy_rows(repeats):
+    """token_entropy (row-chunked) vs the plain full-batch log_softmax form."""
+    import pepo
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(8, 256, 32000, generator=g).to(torch.bfloat16)
+    plain = lambda: -(torch.softmax(logits.float(), -1) * torch.log_softmax(logits.float(), -1)).sum(-1)
+    ours = lambda: pepo.token_entropy(logits)
+    rows = []
+    for name, fn in (("pepo", ours), ("plain", plain)):
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        rows.append({"variant": name, "seconds": min(times)})
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--measures", nargs="+", default=list(MEASURES), choices=list(MEASURES))
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_core.json"))
+    parser.add_argument("--child", nargs=3, metavar=("VARIANT", "MEASURE", "SHAPE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        seconds, extra = run_one(*args.child, repeats=args.repeats, threads=args.threads)
+        print(json.dumps({"seconds": seconds, "extra_mib": extra}))
+        return 0
+
+    from rich.console import Console
+    from rich.table import Table
+
+    results = []
+    for shape in args.shapes:
+        for measure in args.measures:
+            row = {"shape": shape, "measure": measure}
+            for variant in VARIANTS:
+                if variant == "floor" and measure != args.measures[0]:
+                    row["floor"] = results[-1]["floor"]  # same for every measure
+                    continue
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", variant, measure, shape,
+                     "--repeats", str(args.repeats), "--threads", str(args.threads)],
+                    capture_output=True, text=True, check=True, env=CHILD_ENV,
+                )
+                row[variant] = json.loads(out.stdout.strip().splitlines()[-1])
+            results.append(row)
+
+    table = Table(title=f"perception_scores, bf16 hidden states, {args.threads} torch thread(s), best of {args.repeats}")
+    for col in ("shape", "measure", "pepo ms", "pepo MiB", "(a) ref bf16 ms", "(a) MiB", "(b) ref fp32 ms",
+                "(b) MiB", "(c) floor ms", "a/pepo", "b/pepo", "pepo/c"):
+        table.add_column(col, justify="right")
+    for r in results:
+        p, a, b, c = (r[v] for v in VARIANTS)
+        table.add_row(
+            r["shape"], r["measure"], f"{1e3 * p['seconds']:.2f}", f"{p['extra_mib']:.2f}",
+            f"{1e3 * a['seconds']:.1f}", f"{a['extra_mib']:.2f}", f"{1e3 * b['seconds']:.1f}", f"{b['extra_mib']:.2f}",
+            f"{1e3 * c['seconds']:.2f}", f"{a['seconds'] / p['seconds']:.1f}x", f"{b['seconds'] / p['seconds']:.1f}x",
+            f"{p['seconds'] / c['seconds']:.2f}x",
+        )
+    console = Console(width=200)
+    console.print(table)
+    for shape in args.shapes:
+        B, S, T, V, D, n = SHAPES[shape]
+        console.print(f"{shape}: B={B} S={S} T={T} image tokens={V} D={D} hidden tensors={n}; "
+                      f"one (B, S) float32 tensor = {B * S * 4 / 2**20:.3f} MiB, "
+                      f"one hidden tensor = {B * S * D * 2 / 2**20:.1f} MiB (bf16)")
+
+    torch.set_num_threads(args.threads)
+    entropy = entropy_rows(args.repeats)
+    et = Table(title="token_entropy, bf16 logits (8, 256, 32000)")
+    et.add_column("variant")
+    et.add_column("ms", justify="right")
+    for r in entropy:
+        et.add_row(r["variant"], f"{1e3 * r['seconds']:.1f}")
+    console.print(et)
+
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({
+        "machine": f"{platform.machine()} {platform.processor() or ''} {args.threads} torch thread(s), CPU".strip(),
+        "torch": torch.__version__, "shapes": {k: SHAPES[k] for k in args.shapes},
+        "perception": results, "entropy": entropy,
+    }, indent=2))
+    console.print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,31 @@
+"""PEPO's math as pure functions on tensors (torch only; no TRL, no config objects).
+
+Shape legend used in every docstring of this package:
+
+* ``B``: completions in the micro-batch (rows)
+* ``S``: full sequence length, prompt + completion
+* ``T``: completion length (``logits_to_keep``); completion position ``t`` is sequence position
+  ``S - T + t``
+* ``V``: vocabulary size
+* ``D``: hidden size
+* ``L + 1``: number of hidden-state tensors (embedding output plus every decoder layer)
+
+Reference: Li, Kuang et al., "Perception-Exploration Policy Optimization", arXiv 2603.22847 (2026),
+and ``PEPO_SPEC.md`` sections 2-5.
+"""
+
+from pepo.core.entropy import token_entropy
+from pepo.core.perception import PERCEPTION_MEASURES, perception_scores
+from pepo.core.schedule import loss_multiplier, progressive_lambda
+from pepo.core.weights import WEIGHTING_MODES, register_weighting_mode, token_weights
+
+__all__ = [
+    "PERCEPTION_MEASURES",
+    "WEIGHTING_MODES",
+    "loss_multiplier",
+    "perception_scores",
+    "progressive_lambda",
+    "register_weighting_mode",
+    "token_entropy",
+    "token_weights",
+]

@@ -1,0 +1,89 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pepo
+from tests.core.reference import naive_perception
+
+MEASURES = ["cosine", "dot", "l2", "l1"]
+
+
+def random_case(seed, B=3, S=14, T=5, D=8, layers=3, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    hidden = [torch.randn(B, S, D, generator=g, dtype=torch.float64).to(dtype) for _ in range(layers)]
+    vision = torch.rand(B, S, generator=g) < 0.4
+    vision[:, S - T :] = False  # image tokens sit in the prompt
+    vision[0, :2] = True  # at least one row with images
+    return hidden, vision
+
+
+def test_hand_computed_cosine_and_dot():
+    # One layer, one row, S=3, T=1. Image tokens at 0 and 1: (1, 0) and (0, 2); response token (3, 4).
+    # cosine: mean(cos((3,4),(1,0)), cos((3,4),(0,1))) = mean(3/5, 4/5) = 0.7
+    # dot:    mean(3, 8) = 5.5
+    # l2:     -mean(sqrt(4+16+1e-6), sqrt(9+4+1e-6)) = -(2*sqrt(5) + sqrt(13)) / 2 ~= -4.0389
+    # l1:     -mean(2+4, 3+2) = -5.5
+    h = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]]])
+    vision = torch.tensor([[True, True, False]])
+    assert pepo.perception_scores([h], vision, 1).item() == pytest.approx(0.7, abs=1e-6)
+    assert pepo.perception_scores([h], vision, 1, measure="dot").item() == pytest.approx(5.5, abs=1e-5)
+    expected_l2 = -((20 + 1e-6) ** 0.5 + (13 + 1e-6) ** 0.5) / 2
+    assert pepo.perception_scores([h], vision, 1, measure="l2").item() == pytest.approx(expected_l2, abs=1e-5)
+    assert pepo.perception_scores([h], vision, 1, measure="l1").item() == pytest.approx(-5.5, abs=1e-5)
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), T=st.integers(1, 6), layers=st.integers(1, 4), chunk=st.integers(1, 20))
+def test_matches_naive_definition(measure, seed, T, layers, chunk):
+    hidden, vision = random_case(seed, T=T, layers=layers)
+    ours = pepo.perception_scores(hidden, vision, T, measure=measure, chunk_size=chunk)
+    assert ours.dtype == torch.float32 and ours.shape == (3, T)
+    ref = naive_perception(hidden, vision, T, measure)
+    # float32 accumulation of float64 inputs of size ~1: errors of order 1e-6 relative
+    torch.testing.assert_close(ours.double(), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+def test_rows_without_image_tokens_score_zero(measure):
+    hidden, vision = random_case(0)
+    vision[1] = False
+    scores = pepo.perception_scores(hidden, vision, 5, measure=measure)
+    assert torch.equal(scores[1], torch.zeros(5))
+    assert scores[0].abs().sum() > 0
+    none = pepo.perception_scores(hidden, torch.zeros_like(vision), 5, measure=measure)
+    assert torch.equal(none, torch.zeros(3, 5))
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+def test_bf16_inputs_close_to_float32(measure):
+    hidden, vision = random_case(1, S=40, T=10, D=32)
+    bf16 = [h.to(torch.bfloat16) for h in hidden]
+    ours = pepo.perception_scores(bf16, vision, 10, measure=measure)
+    # the reference sees the same bf16-rounded values, computed in float64: only accumulation differs
+    ref = naive_perception([h.double() for h in bf16], vision, 10, measure)
+    torch.testing.assert_close(ours.double(), ref, rtol=1e-5, atol=1e-4)
+    # and against the unrounded float32 inputs, the difference is bf16's input rounding (~2^-8 relative)
+    ref32 = naive_perception(hidden, vision, 10, measure)
+    scale = ref32.abs().max().item()
+    assert (ours.double() - ref32).abs().max().item() < 0.02 * scale
+
+
+def test_independent_of_other_rows_and_of_padding_content():
+    hidden, vision = random_case(2)
+    full = pepo.perception_scores(hidden, vision, 5)
+    alone = pepo.perception_scores([h[:1] for h in hidden], vision[:1], 5)
+    torch.testing.assert_close(full[:1], alone)
+
+
+def test_bad_arguments_name_the_problem():
+    hidden, vision = random_case(3)
+    with pytest.raises(ValueError, match="unknown measure 'cos'"):
+        pepo.perception_scores(hidden, vision, 5, measure="cos")
+    with pytest.raises(ValueError, match="logits_to_keep"):
+        pepo.perception_scores(hidden, vision, 0)
+    with pytest.raises(ValueError, match="vision_mask must be"):
+        pepo.perception_scores(hidden, vision[:, :-1], 5)
+    with pytest.raises(ValueError, match="output_hidden_states"):
+        pepo.perception_scores([], vision, 5)
