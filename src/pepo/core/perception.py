@@ -78,9 +78,11 @@ def _mean_distance_to_image(
     out = torch.empty(hidden.shape[0], T, dtype=torch.float32, device=hidden.device)
     for a, x in _float_slices(hidden, S - T, S, chunk):
         if p == 2:
-            # ||a - b||^2 = ||a||^2 + ||b||^2 - 2 <a, b>: one matrix product; can round below 0
-            sq = x.square().sum(-1, keepdim=True) + image_sq.unsqueeze(1) - 2 * torch.bmm(x, images.transpose(1, 2))
-            dist = torch.sqrt(sq.clamp_min(0.0) + L2_EPS)
+            # ||a - b||^2 = ||a||^2 + ||b||^2 - 2 <a, b>: one fused matrix product, then in place;
+            # the sum can round below 0, hence the clamp
+            norms = x.square().sum(-1, keepdim=True) + image_sq.unsqueeze(1)  # (B, c, Vmax)
+            dist = torch.baddbmm(norms, x, images.transpose(1, 2), alpha=-2.0)
+            dist.clamp_min_(0.0).add_(L2_EPS).sqrt_()
         else:
             dist = torch.cdist(x, images, p=1.0)
         out[:, a - (S - T) : a - (S - T) + x.shape[1]] = torch.bmm(dist, image_valid_weight.unsqueeze(-1)).squeeze(-1)
