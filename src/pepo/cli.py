@@ -12,6 +12,7 @@ import sys
 # name -> ("module:function", one-line help). Later subsystems add their line here.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pepo.demo:main", "run the embedded default end to end on CPU"),
+    "eval": ("pepo.evaluation.cli:main", "evaluate a local checkpoint on a local benchmark (avg@N, majority)"),
 }
 
 

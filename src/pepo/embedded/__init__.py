@@ -1,0 +1,10 @@
+"""The embedded default: a tiny Qwen2.5-VL and a synthetic visual-reasoning task it can learn on CPU.
+
+* :func:`build_tiny_vlm` writes a real, reloadable Qwen2.5-VL checkpoint (about 0.55 M parameters);
+* :mod:`pepo.embedded.synthetic` generates the task (PIL-rendered 2 x 2 grids, Geometry3K JSONL).
+"""
+
+from pepo.embedded.synthetic import PROMPT_SUFFIX, generate_dataset, generate_split, make_problem, render
+from pepo.embedded.tiny import build_tiny_vlm
+
+__all__ = ["PROMPT_SUFFIX", "build_tiny_vlm", "generate_dataset", "generate_split", "make_problem", "render"]

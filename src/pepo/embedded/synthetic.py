@@ -1,0 +1,256 @@
+"""A synthetic visual-reasoning task in the spirit of PuzzleVQA, rendered with PIL.
+
+Each image is a 2 x 2 grid of cells (56 x 56 pixels: one cell per image token of the tiny VLM);
+two to four cells hold a coloured shape. Questions ask what can only be read from the image:
+
+* ``colour_of_shape``  "What colour is the triangle ?"          -> ``purple``
+* ``shape_of_colour``  "Which shape is red ?"                   -> ``circle``
+* ``shape_at``         "What shape is at the top left ?"        -> ``square``
+* ``count_shape``      "How many circles are there ?"           -> ``2``
+* ``count_colour``     "How many blue shapes are there ?"       -> ``1``
+
+The answer is balanced over its options by construction (the scene is drawn first, the asked
+object uniformly among the valid ones), so a model that cannot see does no better than chance.
+
+Every record carries a reference chain of thought ``<think> ... </think> <answer> ... </answer>``
+whose steps name what is seen (positions, colours, shapes: the visual words PEPO's perception
+prior should find) and reason over it (``So``, ``Therefore``: the turns its entropy signal should
+find). Records are written in the Geometry3K JSONL layout of the spec (section 8), with images on
+disk and paths relative to the JSONL's folder, plus two extra fields, ``reference`` (the chain)
+and ``qtype``.
+
+Text is written word by word with spaces around punctuation: the embedded tokenizer is word-level.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+__all__ = [
+    "COLOURS",
+    "POSITIONS",
+    "PROMPT_SUFFIX",
+    "QUESTION_TYPES",
+    "SHAPES",
+    "Scene",
+    "Problem",
+    "corpus",
+    "generate_dataset",
+    "generate_split",
+    "make_problem",
+    "render",
+]
+
+# The training prompt suffix of the spec, section 7 (the same words the paper's release uses).
+PROMPT_SUFFIX = (
+    "First output the thinking process in <think> </think> tags and then output the final answer "
+    "in <answer> </answer> tags."
+)
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (230, 200, 30),
+    "purple": (150, 60, 190),
+}
+SHAPES = ("circle", "square", "triangle", "diamond")
+PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "diamond": "diamonds"}
+POSITIONS = ("top left", "top right", "bottom left", "bottom right")
+QUESTION_TYPES = ("colour_of_shape", "shape_of_colour", "shape_at", "count_shape", "count_colour")
+IMAGE_SIZE = 56  # 2 x 2 cells of 28 px = 2 x 2 merged 14 px patches of Qwen2-VL = 4 image tokens
+_CELL = IMAGE_SIZE // 2
+_BACKGROUND = (245, 245, 245)
+
+
+@dataclass(frozen=True)
+class Scene:
+    """``cells[i]`` is ``(colour, shape)`` or ``None`` for ``POSITIONS[i]``."""
+
+    cells: tuple[tuple[str, str] | None, ...]
+
+    def where(self, colour: str | None = None, shape: str | None = None) -> list[str]:
+        """Positions whose object matches the given colour and/or shape."""
+        return [
+            POSITIONS[i]
+            for i, cell in enumerate(self.cells)
+            if cell is not None and (colour is None or cell[0] == colour) and (shape is None or cell[1] == shape)
+        ]
+
+
+@dataclass(frozen=True)
+class Problem:
+    scene: Scene
+    qtype: str
+    question: str
+    answer: str
+    chain: str  # "<think> ... </think> <answer> ... </answer>"
+    jitter: tuple[int, ...]  # per cell: dx, dy, size offset (rendering only)
+
+
+def _listing(positions: list[str]) -> str:
+    """``the top left , the top right and the bottom left``."""
+    items = [f"the {p}" for p in positions]
+    return items[0] if len(items) == 1 else " , ".join(items[:-1]) + " and " + items[-1]
+
+
+def _count_chain(n: int, what_singular: str, what_plural: str, positions: list[str]) -> str:
+    if n == 0:
+        reason = f"I see no {what_singular} . Therefore there are 0 {what_plural} ."
+    elif n == 1:
+        reason = f"The {what_singular} is at {_listing(positions)} . Therefore there is 1 {what_singular} ."
+    else:
+        reason = f"The {what_plural} are at {_listing(positions)} . Therefore there are {n} {what_plural} ."
+    return reason
+
+
+def make_problem(rng: random.Random, qtype: str | None = None) -> Problem:
+    """Draw one problem. ``qtype=None`` draws the question type uniformly."""
+    qtype = qtype or rng.choice(QUESTION_TYPES)
+    if qtype not in QUESTION_TYPES:
+        raise ValueError(f"unknown question type {qtype!r}; expected one of {QUESTION_TYPES}")
+    # Counts are drawn before the scene (0 to 3, uniform) so that no count is a free guess;
+    # the rejection loop below then redraws scenes until one has that count.
+    count = rng.randint(0, 3)
+    while True:  # rejection: redraw scenes that cannot pose this question
+        n_objects = rng.randint(2, 4)
+        occupied = set(rng.sample(range(4), n_objects))
+        cells = tuple(
+            (rng.choice(list(COLOURS)), rng.choice(SHAPES)) if i in occupied else None for i in range(4)
+        )
+        scene = Scene(cells)
+        problem = _pose(rng, scene, qtype, count)
+        if problem is not None:
+            break
+    jitter = tuple(rng.randint(-2, 2) for _ in range(12))
+    question, answer, think = problem
+    chain = f"<think> {think} </think> <answer> {answer} </answer>"
+    return Problem(scene, qtype, question, answer, chain, jitter)
+
+
+def _pose(rng: random.Random, scene: Scene, qtype: str, n: int) -> tuple[str, str, str] | None:
+    objects = [c for c in scene.cells if c is not None]
+    if qtype == "colour_of_shape":
+        unique = [s for s in SHAPES if sum(o[1] == s for o in objects) == 1]
+        if not unique:
+            return None
+        shape = rng.choice(unique)
+        (pos,) = scene.where(shape=shape)
+        colour = next(o[0] for o in objects if o[1] == shape)
+        think = f"The {shape} is at the {pos} . It is {colour} . So the answer is {colour} ."
+        return f"What colour is the {shape} ?", colour, think
+    if qtype == "shape_of_colour":
+        unique = [c for c in COLOURS if sum(o[0] == c for o in objects) == 1]
+        if not unique:
+            return None
+        colour = rng.choice(unique)
+        (pos,) = scene.where(colour=colour)
+        shape = next(o[1] for o in objects if o[0] == colour)
+        think = f"The {colour} shape is at the {pos} . It is a {shape} . So the answer is {shape} ."
+        return f"Which shape is {colour} ?", shape, think
+    if qtype == "shape_at":
+        pos = rng.choice(scene.where())
+        colour, shape = scene.cells[POSITIONS.index(pos)]
+        think = f"At the {pos} there is a {colour} {shape} . So the answer is {shape} ."
+        return f"What shape is at the {pos} ?", shape, think
+    if qtype == "count_shape":
+        options = [s for s in SHAPES if len(scene.where(shape=s)) == n]
+        if not options:
+            return None
+        shape = rng.choice(options)
+        think = _count_chain(n, shape, PLURALS[shape], scene.where(shape=shape))
+        return f"How many {PLURALS[shape]} are there ?", str(n), think
+    # count_colour
+    options = [c for c in COLOURS if len(scene.where(colour=c)) == n]
+    if not options:
+        return None
+    colour = rng.choice(options)
+    think = _count_chain(n, f"{colour} shape", f"{colour} shapes", scene.where(colour=colour))
+    return f"How many {colour} shapes are there ?", str(n), think
+
+
+def render(problem: Problem, blank: bool = False) -> Image.Image:
+    """The problem's image (RGB, 56 x 56). ``blank=True`` gives the empty background only
+    (the blank-image check: a model that needs the image must fall to chance on it)."""
+    image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), _BACKGROUND)
+    if blank:
+        return image
+    draw = ImageDraw.Draw(image)
+    for i, cell in enumerate(problem.scene.cells):
+        if cell is None:
+            continue
+        colour, shape = cell
+        dx, dy, ds = problem.jitter[3 * i : 3 * i + 3]
+        cx = (i % 2) * _CELL + _CELL // 2 + dx
+        cy = (i // 2) * _CELL + _CELL // 2 + dy
+        r = 9 + ds // 2  # half-size 8..10 px: the shape stays inside its cell
+        fill = COLOURS[colour]
+        if shape == "circle":
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+        elif shape == "square":
+            draw.rectangle([cx - r + 1, cy - r + 1, cx + r - 1, cy + r - 1], fill=fill)
+        elif shape == "triangle":
+            draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
+        else:  # diamond
+            draw.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=fill)
+    return image
+
+
+def prompt_text(question: str) -> str:
+    """The user turn of the Geometry3K layout: image marker, question, blank line, suffix."""
+    return f"<image>\n{question}\n\n{PROMPT_SUFFIX}"
+
+
+def generate_split(out_dir: str | Path, split: str, n: int, seed: int) -> Path:
+    """Write ``n`` problems to ``out_dir/<split>.jsonl`` and their images to
+    ``out_dir/images/<split>/``; image paths in the records are relative to ``out_dir``.
+    The same ``(split, n, seed)`` writes the same bytes."""
+    out_dir = Path(out_dir)
+    image_dir = out_dir / "images" / split
+    image_dir.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(f"pepo-synthetic/{split}/{seed}")
+    path = out_dir / f"{split}.jsonl"
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            problem = make_problem(rng)
+            rel = f"images/{split}/{i:06d}.png"
+            render(problem).save(out_dir / rel)
+            record = {
+                "images": [rel],
+                "messages": [{"role": "user", "content": prompt_text(problem.question)}],
+                "solution": problem.answer,
+                "reference": problem.chain,
+                "qtype": problem.qtype,
+            }
+            f.write(json.dumps(record) + "\n")
+    return path
+
+
+def generate_dataset(
+    out_dir: str | Path, *, n_train: int = 4096, n_val: int = 256, n_test: int = 512, seed: int = 0
+) -> dict[str, Path]:
+    """Write the train / val / test splits (different random streams, same seed)."""
+    return {
+        split: generate_split(out_dir, split, n, seed)
+        for split, n in (("train", n_train), ("val", n_val), ("test", n_test))
+    }
+
+
+def corpus(n_samples: int = 2000, seed: int = 0) -> list[str]:
+    """Text the embedded tokenizer is trained on: every word the task can produce (an explicit
+    word list, so rare combinations are covered) plus sampled prompts and chains."""
+    words = (
+        list(COLOURS) + list(SHAPES) + list(PLURALS.values())
+        + [w for p in POSITIONS for w in p.split()] + [str(n) for n in range(10)]
+    )
+    lines = [" ".join(words), PROMPT_SUFFIX, "system user assistant You are a helpful assistant ."]
+    rng = random.Random(f"pepo-corpus/{seed}")
+    for _ in range(n_samples):
+        problem = make_problem(rng)
+        lines.append(problem.question + " " + problem.chain)
+    return lines

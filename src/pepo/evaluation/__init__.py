@@ -1,0 +1,9 @@
+"""Evaluation with the paper's conventions: avg@N, majority vote, per-category breakdown.
+
+:func:`evaluate_model` is the one evaluation code path (``pepo eval`` and the demo use it).
+"""
+
+from pepo.evaluation.evaluator import EvalResult, evaluate_model
+from pepo.evaluation.scoring import majority_vote, score_answer, summarize
+
+__all__ = ["EvalResult", "evaluate_model", "majority_vote", "score_answer", "summarize"]

@@ -1,0 +1,119 @@
+"""Loading vision-language models and their processors from local checkpoints.
+
+One function, :func:`load_model_and_processor`, loads any local Hugging Face VLM checkpoint
+(a real Qwen2.5-VL-3B or the embedded tiny model of :mod:`pepo.embedded`) the same way:
+``AutoModelForImageTextToText`` + ``AutoProcessor``, never touching the network.
+
+It also defines :class:`QwenVLImageTextProcessor`, the Qwen2-VL family processor without a video
+processor. The stock ``Qwen2_5_VLProcessor`` insists on a video processor, and the Qwen2-VL video
+processor imports torchvision, which does not work on every machine (it does not on the CPU
+machines this project is tested on). Images-only training never needs it. The class is registered
+with ``AutoProcessor`` when this module is imported, so a directory saved with it reloads as it
+(``AutoProcessor.from_pretrained(dir)``), and TRL, which resolves the processor itself when no
+``processing_class`` is given, sees a ``ProcessorMixin`` and therefore treats the model as a VLM.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    PretrainedConfig,
+    PreTrainedModel,
+    ProcessorMixin,
+)
+from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
+
+__all__ = ["QwenVLImageTextProcessor", "load_model_and_processor"]
+
+
+class QwenVLImageTextProcessor(Qwen2_5_VLProcessor):
+    """Qwen2-VL / Qwen2.5-VL processor for images and text only (no video processor).
+
+    Same prompt expansion as ``Qwen2_5_VLProcessor`` (each ``<|image_pad|>`` becomes
+    ``grid_t * grid_h * grid_w / merge_size**2`` copies and ``mm_token_type_ids`` marks them), but
+    its ``__init__`` takes only the image processor and the tokenizer, so loading it never builds
+    the torchvision-dependent video processor. Passing ``videos=`` raises.
+    """
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        # Same token bookkeeping as Qwen2_5_VLProcessor.__init__, minus the video processor
+        # (its __init__ would pass video_processor to ProcessorMixin, which wants one per attribute).
+        self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
+        self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
+        self.image_token_id = getattr(tokenizer, "image_token_id", None) or tokenizer.convert_tokens_to_ids(
+            self.image_token
+        )
+        self.video_token_id = getattr(tokenizer, "video_token_id", None) or tokenizer.convert_tokens_to_ids(
+            self.video_token
+        )
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kwargs)
+
+    def validate_inputs(self, images=None, text=None, videos=None, audio=None, **kwargs):
+        # ProcessorMixin.__call__ silently skips videos when there is no video processor: refuse.
+        if videos is not None:
+            raise ValueError(
+            f"{type(self).__name__} handles images and text only; load the stock Qwen2_5_VLProcessor "
+            "(which needs torchvision) to process videos."
+            )
+        return super().validate_inputs(images=images, text=text, videos=videos, audio=audio, **kwargs)
+
+
+class _QwenVLImageTextProcessorKey(PretrainedConfig):
+    """Registry key only: ``AutoProcessor.register`` wants a config class, and registering under
+    the real Qwen2-VL configs would replace the stock processor for every Qwen2-VL checkpoint.
+    A saved ``processor_config.json`` names ``QwenVLImageTextProcessor``, which AutoProcessor then
+    finds among the registered classes by name."""
+
+    model_type = "pepo_qwen_vl_image_text"
+
+
+AutoProcessor.register(_QwenVLImageTextProcessorKey, QwenVLImageTextProcessor, exist_ok=True)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "auto": "auto"}
+
+
+def load_model_and_processor(
+    path: str | Path,
+    *,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Load a local VLM checkpoint and its processor, offline.
+
+    Args:
+        path: a directory written by ``save_pretrained`` (model weights + config and processor
+            files), e.g. a Qwen2.5-VL-3B download or :func:`pepo.embedded.build_tiny_vlm`'s output.
+        dtype: ``torch.float32`` / ``"bfloat16"`` / ``"auto"`` ...; ``None`` keeps float32, which
+            is what CPU training wants.
+        device: where to move the model (``"cpu"``, ``"cuda:0"``); ``None`` leaves it on CPU.
+        trust_remote_code: passed to both loaders (needed by some InternVL releases).
+
+    Returns:
+        ``(model, processor)``; the model is in eval mode.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a directory or holds no ``config.json``.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model path {str(path)!r} is not a directory (pepo loads local checkpoints only)")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path / 'config.json'}: missing; is {str(path)!r} a save_pretrained directory?")
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype {dtype!r} is not one of {sorted(_DTYPES)}")
+        dtype = _DTYPES[dtype]
+    model = AutoModelForImageTextToText.from_pretrained(
+        path, dtype=dtype if dtype is not None else torch.float32, local_files_only=True,
+        trust_remote_code=trust_remote_code,
+    )
+    processor = AutoProcessor.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+    if device is not None:
+        model = model.to(device)
+    model.eval()
+    return model, processor

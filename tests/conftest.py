@@ -1,0 +1,31 @@
+"""Shared pytest fixtures. Helpers append their fixtures here (str_replace / append only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+# --- embedded default (issue 5): the tiny VLM and the synthetic task --------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_path(tmp_path_factory) -> Path:
+    """A freshly built tiny Qwen2.5-VL checkpoint directory (random weights, seed 0), built once
+    per test session (~0.2 s). Load it with ``pepo.modeling.load_model_and_processor(path)``.
+    Tests must not write into it (save a copy elsewhere)."""
+    from pepo.embedded import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("tiny_vlm"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_data_dir(tmp_path_factory) -> Path:
+    """A folder with ``train.jsonl`` (16), ``val.jsonl`` (8), ``test.jsonl`` (8) synthetic records
+    in the Geometry3K layout and their PNGs under ``images/``; image paths are relative to it."""
+    from pepo.embedded import generate_dataset
+
+    out = tmp_path_factory.mktemp("synthetic")
+    generate_dataset(out, n_train=16, n_val=8, n_test=8, seed=0)
+    return out

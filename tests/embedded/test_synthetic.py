@@ -1,0 +1,131 @@
+"""pepo.embedded.synthetic: reproducible, correct, balanced problems in the Geometry3K layout."""
+
+from __future__ import annotations
+
+import collections
+import json
+import random
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from pepo.embedded.synthetic import (
+    COLOURS,
+    POSITIONS,
+    PROMPT_SUFFIX,
+    QUESTION_TYPES,
+    generate_dataset,
+    generate_split,
+    make_problem,
+    render,
+)
+from pepo.rewards import choice_reward, format_reward
+
+CHAIN = re.compile(r"^<think> (?P<think>.+) </think> <answer> (?P<answer>[^<]+) </answer>$")
+
+
+def _expected_answer(problem) -> str:
+    """The answer re-derived from the scene, independently of the generator's templates."""
+    objects = [c for c in problem.scene.cells if c is not None]
+    words = problem.question.split()
+    if problem.qtype == "colour_of_shape":  # What colour is the <shape> ?
+        (match,) = [o for o in objects if o[1] == words[4]]
+        return match[0]
+    if problem.qtype == "shape_of_colour":  # Which shape is <colour> ?
+        (match,) = [o for o in objects if o[0] == words[3]]
+        return match[1]
+    if problem.qtype == "shape_at":  # What shape is at the <v> <h> ?
+        return problem.scene.cells[POSITIONS.index(" ".join(words[5:7]))][1]
+    if problem.qtype == "count_shape":  # How many <shapes> are there ?
+        return str(sum(o[1] + "s" == words[2] for o in objects))
+    return str(sum(o[0] == words[2] for o in objects))  # How many <colour> shapes are there ?
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), qtype=st.sampled_from(QUESTION_TYPES))
+def test_answer_follows_from_the_scene(seed, qtype):
+    problem = make_problem(random.Random(seed), qtype)
+    assert problem.qtype == qtype
+    assert problem.answer == _expected_answer(problem)
+    match = CHAIN.match(problem.chain)
+    assert match and match["answer"] == problem.answer
+    assert 2 <= sum(c is not None for c in problem.scene.cells) <= 4
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_render_draws_each_cell_in_its_colour(seed):
+    problem = make_problem(random.Random(seed))
+    image = render(problem)
+    assert image.size == (56, 56) and image.mode == "RGB"
+    for i, cell in enumerate(problem.scene.cells):
+        centre = ((i % 2) * 28 + 14 + problem.jitter[3 * i], (i // 2) * 28 + 14 + problem.jitter[3 * i + 1])
+        expected = COLOURS[cell[0]] if cell is not None else (245, 245, 245)
+        assert image.getpixel(centre) == expected, (i, cell)
+    assert render(problem, blank=True).getcolors() == [(56 * 56, (245, 245, 245))]
+
+
+def test_reference_chain_earns_full_reward():
+    rng = random.Random(0)
+    problems = [make_problem(rng) for _ in range(50)]
+    completions = [[{"role": "assistant", "content": p.chain}] for p in problems]
+    solutions = [p.answer for p in problems]
+    assert format_reward(completions) == [1.0] * 50
+    assert choice_reward(completions, solution=solutions) == [1.0] * 50
+    wrong = ["7" if p.answer != "7" else "8" for p in problems]
+    assert choice_reward(completions, solution=wrong) == [0.0] * 50
+
+
+def test_answers_are_balanced_so_the_image_is_needed():
+    rng = random.Random(0)
+    answers = collections.defaultdict(collections.Counter)
+    for _ in range(3000):
+        problem = make_problem(rng)
+        answers[problem.qtype][problem.answer] += 1
+    assert set(answers) == set(QUESTION_TYPES)
+    expected_options = {"colour_of_shape": 5, "shape_of_colour": 4, "shape_at": 4, "count_shape": 4, "count_colour": 4}
+    for qtype, counts in answers.items():
+        assert len(counts) == expected_options[qtype], (qtype, counts)
+        total = sum(counts.values())
+        # The most frequent answer is at most 1.35x uniform: guessing without the image stays near chance.
+        assert max(counts.values()) / total <= 1.35 / len(counts), (qtype, counts)
+
+
+def test_split_files_are_geometry3k_records(synthetic_data_dir):
+    for split, n in (("train", 16), ("val", 8), ("test", 8)):
+        lines = (synthetic_data_dir / f"{split}.jsonl").read_text().splitlines()
+        assert len(lines) == n
+        for line in lines:
+            record = json.loads(line)
+            assert set(record) == {"images", "messages", "solution", "reference", "qtype"}
+            (image_path,) = record["images"]
+            with Image.open(synthetic_data_dir / image_path) as image:
+                assert image.size == (56, 56)
+            (message,) = record["messages"]
+            assert message["role"] == "user"
+            assert message["content"].startswith("<image>\n") and message["content"].endswith("\n\n" + PROMPT_SUFFIX)
+            assert CHAIN.match(record["reference"])["answer"] == record["solution"]
+
+
+def test_generation_is_reproducible(tmp_path):
+    a = generate_split(tmp_path / "a", "val", 6, seed=1)
+    b = generate_split(tmp_path / "b", "val", 6, seed=1)
+    c = generate_split(tmp_path / "c", "val", 6, seed=2)
+    assert a.read_bytes() == b.read_bytes() != c.read_bytes()
+    for i in range(6):
+        rel = f"images/val/{i:06d}.png"
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+
+
+def test_splits_use_different_streams(tmp_path):
+    paths = generate_dataset(tmp_path, n_train=20, n_val=20, n_test=20, seed=0)
+    questions = {s: [json.loads(line)["messages"][0]["content"] for line in p.read_text().splitlines()] for s, p in paths.items()}
+    assert questions["train"] != questions["val"] != questions["test"]
+
+
+def test_unknown_question_type_is_refused():
+    with pytest.raises(ValueError, match="unknown question type"):
+        make_problem(random.Random(0), "colour_of_everything")

@@ -1,0 +1,121 @@
+"""pepo.modeling: local loading of VLM checkpoints, on the embedded tiny Qwen2.5-VL."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoProcessor, ProcessorMixin
+
+from pepo.modeling import QwenVLImageTextProcessor, load_model_and_processor
+
+
+def _prompt(processor, question="What colour is the circle ?"):
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def test_load_returns_qwen_vl_and_image_text_processor(tiny_vlm_path):
+    model, processor = load_model_and_processor(tiny_vlm_path)
+    assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    assert isinstance(processor, QwenVLImageTextProcessor)
+    assert not model.training
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    # The PIL image processor, never the torchvision one.
+    assert type(processor.image_processor).__name__ == "Qwen2VLImageProcessorPil"
+    assert "video_processor" not in QwenVLImageTextProcessor.get_attributes()
+
+
+def test_auto_processor_resolves_the_saved_class(tiny_vlm_path):
+    # What TRL does when it is given no processing_class.
+    processor = AutoProcessor.from_pretrained(tiny_vlm_path, local_files_only=True)
+    assert type(processor) is QwenVLImageTextProcessor
+    assert isinstance(processor, ProcessorMixin)  # TRL's test for "this is a VLM"
+    saved = json.loads((tiny_vlm_path / "processor_config.json").read_text())
+    assert saved["processor_class"] == "QwenVLImageTextProcessor"
+
+
+def test_image_pad_expands_to_four_tokens(tiny_vlm_path):
+    _, processor = load_model_and_processor(tiny_vlm_path)
+    pad_id = processor.image_token_id
+    text = _prompt(processor)
+    assert text.count("<|image_pad|>") == 1
+    # min = max pixels = 56 * 56: every image becomes 16 patches of 14 px (4 x 4 for a square one,
+    # the aspect ratio kept otherwise), merged 2 x 2 -> 4 image tokens.
+    for size, grid in [((56, 56), [1, 4, 4]), ((20, 20), [1, 4, 4]), ((130, 30), [1, 2, 8])]:
+        batch = processor(text=[text], images=[Image.new("RGB", size, (200, 10, 10))], return_tensors="pt")
+        assert (batch["input_ids"][0] == pad_id).sum().item() == 4
+        assert batch["image_grid_thw"].tolist() == [grid]
+        assert batch["pixel_values"].shape == (16, 3 * 2 * 14 * 14)
+        # mm_token_type_ids (transformers 5 Qwen-VL) marks exactly the image positions.
+        assert torch.equal(batch["mm_token_type_ids"][0].bool(), batch["input_ids"][0] == pad_id)
+    # Two images in one row: two runs of 4.
+    two = text.replace("<|image_pad|>", "<|image_pad|><|vision_end|><|vision_start|><|image_pad|>")
+    batch = processor(text=[two], images=[[Image.new("RGB", (56, 56))] * 2], return_tensors="pt")
+    assert (batch["input_ids"][0] == pad_id).sum().item() == 8
+
+
+def test_tokenizer_round_trips_task_text(tiny_vlm_path):
+    _, processor = load_model_and_processor(tiny_vlm_path)
+    chain = "<think> The circle is at the top left . It is red . So the answer is red . </think> <answer> red </answer>"
+    ids = processor.tokenizer(chain)["input_ids"]
+    assert processor.tokenizer.unk_token_id not in ids
+    assert processor.tokenizer.decode(ids, skip_special_tokens=True) == chain
+    assert processor.tokenizer.eos_token == "<|im_end|>"
+
+
+def test_videos_are_refused_clearly(tiny_vlm_path):
+    _, processor = load_model_and_processor(tiny_vlm_path)
+    with pytest.raises(ValueError, match="images and text only"):
+        processor(text=["<|video_pad|>"], videos=[[Image.new("RGB", (56, 56))] * 2])
+
+
+@pytest.mark.slow
+def test_generate_batched_with_images(tiny_vlm_path):
+    model, processor = load_model_and_processor(tiny_vlm_path)
+    texts = [_prompt(processor, "What colour is the circle ?"), _prompt(processor, "How many squares are there ?")]
+    images = [Image.new("RGB", (56, 56), (0, 0, 255)), Image.new("RGB", (56, 56), (255, 0, 0))]
+    batch = processor(text=texts, images=images, return_tensors="pt", padding=True)
+    torch.manual_seed(0)
+    out = model.generate(**batch, max_new_tokens=6, do_sample=True)
+    assert out.shape[0] == 2 and 1 <= out.shape[1] - batch["input_ids"].shape[1] <= 6
+    decoded = processor.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert all(isinstance(d, str) for d in decoded)
+    # The image changes the logits: the vision tower is wired in.
+    with torch.no_grad():
+        a = model(**batch).logits[:, -1]
+        other = processor(text=texts, images=images[::-1], return_tensors="pt", padding=True)
+        b = model(**other).logits[:, -1]
+    assert not torch.allclose(a, b)
+
+
+def test_save_reload_round_trip(tiny_vlm_path, tmp_path):
+    model, processor = load_model_and_processor(tiny_vlm_path)
+    with torch.no_grad():
+        model.model.language_model.layers[0].mlp.up_proj.weight.add_(0.5)  # a change the reload must keep
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    again, processor_again = load_model_and_processor(tmp_path)
+    for (name, p), (_, q) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(p, q), name
+    batch = processor(text=[_prompt(processor)], images=[Image.new("RGB", (56, 56))], return_tensors="pt")
+    batch_again = processor_again(text=[_prompt(processor_again)], images=[Image.new("RGB", (56, 56))], return_tensors="pt")
+    assert torch.equal(batch["input_ids"], batch_again["input_ids"])
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, again(**batch_again).logits)
+
+
+def test_load_errors_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        load_model_and_processor(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_model_and_processor(tmp_path)
+
+
+def test_dtype_argument(tiny_vlm_path):
+    model, _ = load_model_and_processor(tiny_vlm_path, dtype="bfloat16")
+    assert next(model.parameters()).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="dtype"):
+        load_model_and_processor(tiny_vlm_path, dtype="float8")
