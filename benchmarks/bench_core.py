@@ -3,6 +3,9 @@
     python benchmarks/bench_core.py                 # default shapes, prints a table
     python benchmarks/bench_core.py --shapes tiny   # quick check
 
+It also prints a scaling table (the cosine prior as T, S, image tokens and layers each double) and
+the entropy kernel against the plain full-batch form.
+
 For every measure (cosine, dot, l2, l1) and shape it times, each variant in a fresh subprocess
 (so the peak-memory reading is that variant's alone):
 
@@ -35,9 +38,14 @@ import torch
 
 SHAPES = {
     # name: (B, S, T, image tokens, D, hidden-state tensors)
-    "tiny": (4, 64, 16, 4, 128, 3),
-    "3b-scaled": (2, 1536, 512, 768, 1024, 6),
+    "tiny": (4, 64, 16, 4, 128, 3),  # the embedded demo's model
+    "cpu": (4, 768, 256, 256, 512, 9),  # a CPU-sized model (8 layers, hidden 512)
+    "3b-scaled": (2, 1536, 512, 768, 1024, 6),  # a 3B VLM's sequence shapes, hidden and depth scaled down
 }
+# scaling table: a base shape, then each of T, S, image tokens and layers doubled alone
+SCALING_BASE = dict(B=1, S=1024, T=256, V=256, D=512, n_hidden=4)
+SCALING_STEPS = (("base", {}), ("T x2", {"T": 512}), ("S x2", {"S": 2048}), ("V x2", {"V": 512}),
+                 ("L x2", {"n_hidden": 8}))
 MEASURES = ("cosine", "dot", "l2", "l1")
 # allocations above 64 KiB are mmap'ed and unmapped on free, so the resident set follows live memory
 CHILD_ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
@@ -101,12 +109,34 @@ def run_one(variant, measure, shape, repeats, threads):
     base_kib = _status_kib("VmRSS")
     fn()
     extra_mib = (_status_kib("VmHWM") - base_kib) / 1024
+    return best_time(fn, repeats), extra_mib
+
+
+def best_time(fn, repeats):
+    fn()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return min(times), extra_mib
+    return min(times)
+
+
+def scaling_rows(repeats):
+    """Time of the cosine prior (ours and the reference fp32 form) as T, S, V and L double alone."""
+    import pepo
+
+    rows = []
+    for label, change in SCALING_STEPS:
+        shape = {**SCALING_BASE, **change}
+        hidden, vision = make_inputs(shape["B"], shape["S"], shape["T"], shape["V"], shape["D"], shape["n_hidden"])
+        T = shape["T"]
+        rows.append({
+            "step": label, **shape,
+            "pepo": best_time(lambda: pepo.perception_scores(hidden, vision, T), repeats),
+            "ref_fp32": best_time(lambda: reference_form(hidden, vision, T, "cosine", torch.float32), repeats),
+        })
+    return rows
 
 
 def entropy_rows(repeats):
@@ -117,16 +147,7 @@ def entropy_rows(repeats):
     logits = torch.randn(8, 256, 32000, generator=g).to(torch.bfloat16)
     plain = lambda: -(torch.softmax(logits.float(), -1) * torch.log_softmax(logits.float(), -1)).sum(-1)
     ours = lambda: pepo.token_entropy(logits)
-    rows = []
-    for name, fn in (("pepo", ours), ("plain", plain)):
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        rows.append({"variant": name, "seconds": min(times)})
-    return rows
+    return [{"variant": name, "seconds": best_time(fn, repeats)} for name, fn in (("pepo", ours), ("plain", plain))]
 
 
 def main() -> int:
@@ -192,11 +213,22 @@ def main() -> int:
         et.add_row(r["variant"], f"{1e3 * r['seconds']:.1f}")
     console.print(et)
 
+    scaling = scaling_rows(args.repeats)
+    st = Table(title="scaling of the cosine prior: each dimension doubled alone (time / base time)")
+    for col in ("step", "B", "S", "T", "image tokens", "hidden tensors", "pepo ms", "pepo x base",
+                "ref fp32 ms", "ref x base"):
+        st.add_column(col, justify="right")
+    for r in scaling:
+        st.add_row(r["step"], str(r["B"]), str(r["S"]), str(r["T"]), str(r["V"]), str(r["n_hidden"]),
+                   f"{1e3 * r['pepo']:.2f}", f"{r['pepo'] / scaling[0]['pepo']:.2f}",
+                   f"{1e3 * r['ref_fp32']:.1f}", f"{r['ref_fp32'] / scaling[0]['ref_fp32']:.2f}")
+    console.print(st)
+
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
         "machine": f"{platform.machine()} {platform.processor() or ''} {args.threads} torch thread(s), CPU".strip(),
         "torch": torch.__version__, "shapes": {k: SHAPES[k] for k in args.shapes},
-        "perception": results, "entropy": entropy,
+        "perception": results, "entropy": entropy, "scaling": scaling,
     }, indent=2))
     console.print(f"wrote {args.out}")
     return 0
