@@ -1,0 +1,110 @@
+"""``pepo train``: PEPO / GRPO / DAPO training from a YAML recipe, TRL-style.
+
+    pepo train --config recipes/pepo_g_qwen2_5_vl_3b_geometry3k.yaml [--field value ...]
+    accelerate launch -m pepo train --config recipes/....yaml          # several GPUs
+    python -m pepo train --config recipes/pepo_g_tiny.yaml
+
+Arguments are parsed by TRL's ``TrlParser`` into three dataclasses, exactly as TRL's own
+``trl grpo`` does: :class:`TrainScriptArguments` (data and rewards), :class:`~pepo.trainer.PEPOConfig`
+(every ``GRPOConfig`` / ``TrainingArguments`` field plus PEPO's) and TRL's ``ModelConfig`` (model
+path, dtype, LoRA). A YAML key sets a default; a ``--field value`` on the command line wins.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EMBEDDED = "embedded"
+
+
+@dataclass
+class TrainScriptArguments:
+    """Data and rewards of a ``pepo train`` run."""
+
+    train_file: str = field(
+        default=EMBEDDED,
+        metadata={
+            "help": "Training records in the Geometry3K JSONL layout (see pepo.data). 'embedded' generates the "
+            "synthetic task of pepo.embedded under <output_dir>/embedded_data (for the tiny-model recipes).",
+        },
+    )
+    image_root: str | None = field(
+        default=None,
+        metadata={"help": "Folder the records' image paths are relative to (default: the JSONL's folder)."},
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N training records (quick runs)."}
+    )
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["accuracy", "format"],
+        metadata={"help": "Reward functions by name, from pepo.rewards.REWARD_FUNCTIONS (e.g. accuracy format)."},
+    )
+
+
+def parse(argv: list[str]):
+    """``(script_args, training_args, model_args)`` from ``argv`` (``--config file.yaml`` allowed)."""
+    from trl import ModelConfig, TrlParser
+
+    from pepo.trainer.config import PEPOConfig
+
+    parser = TrlParser((TrainScriptArguments, PEPOConfig, ModelConfig), prog="pepo train")
+    return parser.parse_args_and_config(argv)
+
+
+def _embedded_model(output_dir: Path, seed: int) -> Path:
+    from pepo.embedded import build_tiny_vlm
+
+    path = output_dir / "embedded_model"
+    return path if (path / "config.json").is_file() else build_tiny_vlm(path, seed=seed)
+
+
+def _train_dataset(script_args: TrainScriptArguments, output_dir: Path):
+    from pepo.data import load_geometry3k, to_grpo_dataset
+
+    train_file = script_args.train_file
+    if train_file == EMBEDDED:
+        from pepo.embedded import generate_split
+
+        train_file = output_dir / "embedded_data" / "train.jsonl"
+        if not train_file.is_file():
+            generate_split(train_file.parent, "train", script_args.max_train_samples or 256, seed=0)
+    loaded = load_geometry3k(train_file, image_root=script_args.image_root)
+    records = loaded.records[: script_args.max_train_samples] if script_args.max_train_samples else loaded.records
+    return to_grpo_dataset(records)
+
+
+def build_trainer(script_args: TrainScriptArguments, training_args, model_args):
+    """The :class:`~pepo.trainer.PEPOTrainer` a parsed recipe describes (model, data, rewards, LoRA)."""
+    from trl import get_peft_config
+
+    from pepo.modeling import load_model_and_processor
+    from pepo.rewards import get_reward
+    from pepo.trainer.trainer import PEPOTrainer
+
+    output_dir = Path(training_args.output_dir)
+    model_path = model_args.model_name_or_path
+    if model_path is None:
+        raise ValueError("pepo train: set model_name_or_path (a local checkpoint directory, or 'embedded')")
+    if model_path == EMBEDDED:
+        model_path = _embedded_model(output_dir, training_args.seed)
+    model, processor = load_model_and_processor(
+        model_path, dtype=model_args.dtype or "float32", trust_remote_code=training_args.trust_remote_code
+    )
+    return PEPOTrainer(
+        model=model,
+        reward_funcs=[get_reward(name) for name in script_args.reward_funcs],
+        args=training_args,
+        train_dataset=_train_dataset(script_args, output_dir),
+        processing_class=processor,
+        peft_config=get_peft_config(model_args),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    trainer = build_trainer(*parse(argv))
+    trainer.train()
+    trainer.save_model(trainer.args.output_dir)
+    return 0

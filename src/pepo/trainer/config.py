@@ -1,0 +1,128 @@
+"""``PEPOConfig``: TRL's ``GRPOConfig`` plus the fields of PEPO (PEPO_SPEC.md sections 4-6).
+
+Every GRPO/DAPO knob (``loss_type``, ``beta``, ``epsilon``/``epsilon_high``, ``num_generations``,
+``mask_truncated_completions``, ``top_entropy_quantile`` ...) is TRL's own field; this class only
+adds what PEPO needs on top:
+
+* how the token weights are made (``weighting``, ``gate_alpha``, ``gate_temperature``,
+  ``perception_measure``, ``image_token``) and mixed in (``schedule``);
+* DAPO's dynamic sampling, which TRL 1.16 does not have (``dynamic_sampling``,
+  ``dynamic_sampling_max_rounds``);
+* freezing the vision tower / projector, which every VLM RL user asks for.
+
+Reference: Li, Kuang et al., "Perception-Exploration Policy Optimization", arXiv 2603.22847 (2026).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+from pepo.core import PERCEPTION_MEASURES, WEIGHTING_MODES
+
+SCHEDULES = ("progressive", "constant")
+
+
+def weighting_choices() -> tuple[str, ...]:
+    """``"none"`` (the plain base algorithm) plus every registered weighting mode."""
+    return ("none", *sorted(WEIGHTING_MODES))
+
+
+@dataclass
+class PEPOConfig(GRPOConfig):
+    r"""Configuration of :class:`pepo.trainer.PEPOTrainer`: ``GRPOConfig`` plus PEPO's fields.
+
+    PEPO_G is GRPO with ``weighting="pepo"``; PEPO_D is DAPO (``epsilon_high=0.28``,
+    ``dynamic_sampling=True``, token-level loss, ``mask_truncated_completions=True``) with
+    ``weighting="pepo"``. ``weighting="none"`` is the base algorithm, bit for bit TRL's. The
+    High-Entropy RL baseline is TRL's ``top_entropy_quantile=0.2`` with ``weighting="none"``.
+    See ``recipes/`` for all of them.
+    """
+
+    weighting: str = field(
+        default="pepo",
+        metadata={
+            "help": "How the sequence-level advantage is spread over a response's tokens. 'none': plain GRPO/DAPO "
+            "(every token gets the sequence advantage). 'pepo': perception prior gated by entropy (the paper's "
+            "method). 'perception': perception prior only (gate strength 0). 'exploration': token entropy in "
+            "place of the perception prior. Further modes registered with `pepo.register_weighting_mode` are "
+            "accepted too.",
+        },
+    )
+    gate_alpha: float = field(
+        default=0.05,
+        metadata={"help": "Gate strength alpha >= 0 of g = 1 + alpha * tanh(c) (paper: 0.05)."},
+    )
+    gate_temperature: float = field(
+        default=1.0,
+        metadata={"help": "Softmax temperature tau > 0 of the token weights (public recipes: 1.8)."},
+    )
+    perception_measure: str = field(
+        default="cosine",
+        metadata={"help": f"Similarity between response and image hidden states: one of {PERCEPTION_MEASURES}."},
+    )
+    image_token: str | None = field(
+        default=None,
+        metadata={
+            "help": "The model's image placeholder token (e.g. '<|image_pad|>', '<IMG_CONTEXT>'). By default it is "
+            "read from the model config's `image_token_id`, then from the processor.",
+        },
+    )
+    schedule: str = field(
+        default="progressive",
+        metadata={
+            "help": "Mixing coefficient lambda of the multiplier (1 - lambda) + lambda * w. 'progressive': "
+            "lambda = min(1, global_step / max_steps), starting as the base algorithm; 'constant': lambda = 1.",
+        },
+    )
+    dynamic_sampling: bool = field(
+        default=False,
+        metadata={
+            "help": "DAPO dynamic sampling: drop prompt groups whose rewards all equal (zero advantage, no signal) "
+            "and refill the generation batch with groups of freshly drawn prompts.",
+        },
+    )
+    dynamic_sampling_max_rounds: int = field(
+        default=3,
+        metadata={
+            "help": "Extra generation rounds dynamic sampling may run per generation batch. If the batch is still "
+            "short after them, it is completed with dropped (zero-advantage) groups and a warning is logged.",
+        },
+    )
+    freeze_vision_tower: bool = field(
+        default=False,
+        metadata={"help": "Freeze the vision encoder (no gradient, no optimizer state)."},
+    )
+    freeze_projector: bool = field(
+        default=False,
+        metadata={"help": "Freeze the vision-to-language projector (merger / multi_modal_projector / connector)."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.weighting not in weighting_choices():
+            raise ValueError(f"weighting={self.weighting!r}: choose one of {weighting_choices()}")
+        if self.gate_alpha < 0:
+            raise ValueError(f"gate_alpha={self.gate_alpha}: must be >= 0 (the paper uses 0.05)")
+        if self.gate_temperature <= 0:
+            raise ValueError(f"gate_temperature={self.gate_temperature}: must be > 0 (public recipes use 1.8)")
+        if self.perception_measure not in PERCEPTION_MEASURES:
+            raise ValueError(f"perception_measure={self.perception_measure!r}: choose one of {PERCEPTION_MEASURES}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r}: choose one of {SCHEDULES}")
+        if self.dynamic_sampling_max_rounds < 0:
+            raise ValueError(f"dynamic_sampling_max_rounds={self.dynamic_sampling_max_rounds}: must be >= 0")
+        if self.weighting != "none" and self.loss_type not in ("grpo", "bnpo", "dr_grpo", "dapo"):
+            raise ValueError(
+                f"weighting={self.weighting!r} with loss_type={self.loss_type!r}: PEPO weights the clipped "
+                "surrogate, so use loss_type 'grpo', 'bnpo', 'dr_grpo' or 'dapo' (or weighting='none')."
+            )
+        if self.dynamic_sampling:
+            local_batch = self.per_device_train_batch_size * self.steps_per_generation
+            if local_batch % self.num_generations != 0:
+                raise ValueError(
+                    f"dynamic_sampling needs whole prompt groups on every process: per_device_train_batch_size * "
+                    f"steps_per_generation = {local_batch} is not a multiple of num_generations = "
+                    f"{self.num_generations}. Change one of them."
+                )

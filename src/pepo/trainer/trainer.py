@@ -1,0 +1,249 @@
+"""``PEPOTrainer``: TRL's ``GRPOTrainer`` with PEPO's token-level advantages (PEPO_SPEC.md 4-6).
+
+What happens in one micro-step of the loss (``_compute_loss``):
+
+1. TRL runs the policy forward once, through its fused LM head, for the log-probs and entropies.
+   During that same call (and only that one: not the reference model, not the old log-probs)
+   :class:`~pepo.trainer.capture.HiddenStateCapture` keeps the language model's hidden states.
+2. Under no-grad, in float32: ``v = perception_scores(hidden states, image-token mask)``,
+   ``w = token_weights(v, entropy, loss mask)``, ``m = (1 - lambda) + lambda * w``.
+3. The advantages handed to TRL's loss become per-token, ``A[b, t] = A_b * m[b, t]``. TRL's
+   clipped surrogate is ``-min(r A, clip(r) A)``; for ``m >= 0`` that is exactly
+   ``m * -min(r A_b, clip(r) A_b)``, i.e. the multiplier on the clipped per-token policy loss. The
+   KL term is added afterwards, from the reference log-probs, and is not weighted. Every
+   aggregation (``grpo``, ``bnpo``, ``dr_grpo``, ``dapo``), gradient accumulation and gradient
+   checkpointing are TRL's own code, unchanged.
+
+``m`` is a constant for the optimiser. The public release does not detach it; at on-policy the
+gradient through it is exactly zero anyway (``sum_t w = N_b`` for every parameter value), so
+detaching only saves backward work.
+
+TRL methods overridden (each the narrowest place that sees what PEPO needs):
+
+* ``_compute_loss``: marks the one policy forward whose hidden states are wanted, and logs metrics.
+* ``_get_per_token_logps_and_entropies``: runs TRL's forward under the hidden-state hooks and
+  turns its entropies plus the captured hidden states into per-token advantages.
+* ``_calculate_rewards`` / ``_generate_and_score_completions``: DAPO dynamic sampling
+  (TRL 1.16 has none), only when ``dynamic_sampling=True``.
+* ``training_step``: PEPO's own time per optimiser step and its share ``rho`` of the step.
+
+Reference: Li, Kuang et al., "Perception-Exploration Policy Optimization", arXiv 2603.22847 (2026).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+import torch
+from accelerate.utils import is_peft_model
+from trl import GRPOTrainer
+from trl.extras.profiling import profiling_decorator
+
+from pepo.core import loss_multiplier, perception_scores, progressive_lambda, token_weights
+from pepo.trainer.capture import HiddenStateCapture, language_model_of
+from pepo.trainer.config import PEPOConfig
+from pepo.trainer.dynamic_sampling import DynamicSampler
+from pepo.trainer.image_tokens import image_token_mask, resolve_image_token_id
+
+PERCENTILES = (0, 20, 40, 60, 80, 100)
+# weighting modes whose weights depend on the image (the others need no hidden states)
+MODES_USING_PERCEPTION = ("pepo", "perception")
+
+# Vision parts of the families transformers ships, by attribute name on the model or model.model.
+VISION_TOWER_NAMES = ("visual", "vision_tower", "vision_model")
+PROJECTOR_NAMES = ("multi_modal_projector", "connector", "mlp1", "visual.merger")
+
+
+def _find_modules(model: torch.nn.Module, names: tuple[str, ...]) -> list[torch.nn.Module]:
+    found = []
+    for root in (model, getattr(model, "model", None)):
+        for name in names:
+            module = root
+            for part in name.split("."):
+                module = getattr(module, part, None) if module is not None else None
+            if isinstance(module, torch.nn.Module) and all(module is not m for m in found):
+                found.append(module)
+    return found
+
+
+def freeze_vision(model: torch.nn.Module, tower: bool, projector: bool) -> int:
+    """Set ``requires_grad=False`` on the vision tower and/or projector; returns parameters frozen.
+
+    Qwen2-VL keeps its projector (``merger``) inside the tower: freezing only the tower leaves it
+    trainable.
+    """
+    if is_peft_model(model):
+        model = model.get_base_model()
+    projector_params = {id(p) for m in _find_modules(model, PROJECTOR_NAMES) for p in m.parameters()}
+    targets = []
+    if tower:
+        towers = _find_modules(model, VISION_TOWER_NAMES)
+        if not towers:
+            raise ValueError(f"freeze_vision_tower=True but {type(model).__name__} has none of {VISION_TOWER_NAMES}")
+        targets += [p for m in towers for p in m.parameters() if id(p) not in projector_params]
+    if projector:
+        projectors = _find_modules(model, PROJECTOR_NAMES)
+        if not projectors:
+            raise ValueError(f"freeze_projector=True but {type(model).__name__} has none of {PROJECTOR_NAMES}")
+        targets += [p for m in projectors for p in m.parameters()]
+    for p in targets:
+        p.requires_grad_(False)
+    return sum(p.numel() for p in targets)
+
+
+class PEPOTrainer(GRPOTrainer):
+    """GRPO / DAPO trainer with PEPO token weights; takes every ``GRPOTrainer`` argument.
+
+    ``args`` must be a :class:`~pepo.trainer.PEPOConfig`. With ``weighting="none"`` (and
+    ``dynamic_sampling=False``) it is TRL's ``GRPOTrainer`` unchanged.
+    """
+
+    def __init__(self, *args, **kwargs):
+        config = kwargs.get("args", args[2] if len(args) > 2 else None)
+        if not isinstance(config, PEPOConfig):
+            raise TypeError(f"PEPOTrainer needs args=PEPOConfig(...), got {type(config).__name__}")
+        super().__init__(*args, **kwargs)
+        model = self.accelerator.unwrap_model(self.model)
+        if config.freeze_vision_tower or config.freeze_projector:
+            freeze_vision(model, config.freeze_vision_tower, config.freeze_projector)
+        config_of_model = (model.get_base_model() if is_peft_model(model) else model).config
+        self.image_token_id = resolve_image_token_id(config_of_model, self.processing_class, config.image_token)
+        if config.weighting in MODES_USING_PERCEPTION and self.image_token_id is None:
+            warnings.warn(
+                f"weighting={config.weighting!r} but no image token was found for {type(model).__name__}: every "
+                "row is treated as text-only and gets weight 1 (plain base algorithm). Set image_token=...",
+                stacklevel=2,
+            )
+        self._pepo_armed: dict[str, Any] | None = None  # the inputs of the loss whose forward we weight
+        self._pepo_seconds = 0.0  # PEPO's own compute in the current optimiser step
+        self._dynamic_sampler = DynamicSampler(self) if config.dynamic_sampling else None
+
+    # ---- the loss -------------------------------------------------------------------------------
+
+    def _compute_loss(self, model, inputs):
+        if self.args.weighting == "none":
+            return super()._compute_loss(model, inputs)
+        # A shallow copy: TRL reuses buffered inputs across iterations, and we replace "advantages".
+        inputs = dict(inputs)
+        self._pepo_armed = inputs
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._pepo_armed = None
+
+    @profiling_decorator
+    def _get_per_token_logps_and_entropies(
+        self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, **kwargs
+    ):
+        armed = self._pepo_armed
+
+        def forward():
+            return super(PEPOTrainer, self)._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
+                compute_entropy=compute_entropy, **kwargs,
+            )
+
+        # Only the policy forward of the loss asks for entropies while armed; ref / old log-probs run elsewhere.
+        if armed is None or not compute_entropy:
+            return forward()
+        self._pepo_armed = None  # exactly one forward per loss
+        needs_hidden = self.args.weighting in MODES_USING_PERCEPTION and self.image_token_id is not None
+        if needs_hidden:
+            with HiddenStateCapture(language_model_of(model)) as capture:
+                out = forward()
+        else:
+            out = forward()
+        start = time.perf_counter()
+        entropies = out[1]
+        vision_mask = image_token_mask(input_ids, self.image_token_id)
+        if needs_hidden:
+            chunk = batch_size or input_ids.size(0)
+            perception = torch.cat([
+                perception_scores(hs, vision_mask[i * chunk : i * chunk + hs[0].size(0)], logits_to_keep,
+                                  self.args.perception_measure)
+                for i, hs in enumerate(capture.hidden_states)
+            ])
+            del capture
+        else:
+            perception = torch.zeros_like(entropies, dtype=torch.float32)
+        self._apply_token_weights(armed, perception, entropies, vision_mask.any(1))
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self._pepo_seconds += time.perf_counter() - start
+        return out
+
+    def pepo_lambda(self) -> float:
+        """The mixing coefficient of the current optimiser step (PEPO_SPEC.md section 5)."""
+        if self.args.schedule == "constant":
+            return 1.0
+        return progressive_lambda(self.state.global_step, max(self.state.max_steps, 1))
+
+    @torch.no_grad()
+    def _apply_token_weights(self, inputs, perception, entropies, has_image) -> None:
+        """Replace ``inputs["advantages"]`` by the per-token ``A_b * ((1 - lambda) + lambda * w)``."""
+        mask = inputs["completion_mask"]
+        if "tool_mask" in inputs:
+            mask = mask * inputs["tool_mask"]
+        uses_image = self.args.weighting in MODES_USING_PERCEPTION
+        weights = token_weights(
+            perception, entropies, mask, self.args.gate_alpha, self.args.gate_temperature, self.args.weighting,
+            has_image=has_image if uses_image else None,
+        )
+        lam = self.pepo_lambda()
+        advantages = inputs["advantages"]
+        if advantages.dim() == 1:
+            advantages = advantages.unsqueeze(1)
+        inputs["advantages"] = advantages * loss_multiplier(weights, lam).to(advantages.dtype)
+        self._log_pepo_metrics(perception, entropies, weights, mask.bool(), has_image, lam)
+
+    # ---- metrics --------------------------------------------------------------------------------
+
+    def _gathered_valid(self, values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Valid entries of ``values`` from every process, as one float32 vector."""
+        local = values[valid].float()
+        sentinel = -1e30
+        padded = self.accelerator.pad_across_processes(local, dim=0, pad_index=sentinel)
+        gathered = self.accelerator.gather(padded)
+        return gathered[gathered != sentinel]
+
+    def _log_pepo_metrics(self, perception, entropies, weights, valid, has_image, lam) -> None:
+        mode = "train" if self.model.training else "eval"
+        metrics = self._metrics[mode]
+        metrics["pepo/lambda"].append(lam)
+        image_rows = valid & has_image.unsqueeze(1)
+        similarity = self._gathered_valid(perception, image_rows)
+        if similarity.numel() > 0:
+            metrics["pepo/visual_similarity"].append(similarity.mean().item())
+        for name, values in (("entropy", entropies), ("weight", weights)):
+            gathered = self._gathered_valid(values, valid)
+            if gathered.numel() == 0:
+                continue
+            q = torch.quantile(gathered, torch.tensor([p / 100 for p in PERCENTILES], device=gathered.device))
+            for p, value in zip(PERCENTILES, q.tolist()):
+                metrics[f"pepo/{name}/p{p}"].append(value)
+
+    def training_step(self, model, inputs, num_items_in_batch):
+        output = super().training_step(model, inputs, num_items_in_batch)
+        if self._step % self.current_gradient_accumulation_steps == 0:
+            # TRL just logged this optimiser step's wall time (generation included) as step_time
+            step_time = self._metrics["train"]["step_time"][-1]
+            self._metrics["train"]["pepo/time_s"].append(self._pepo_seconds)
+            if step_time > self._pepo_seconds:
+                self._metrics["train"]["pepo/rho"].append(self._pepo_seconds / (step_time - self._pepo_seconds))
+            self._pepo_seconds = 0.0
+        return output
+
+    # ---- DAPO dynamic sampling ------------------------------------------------------------------
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if self._dynamic_sampler is not None:
+            self._dynamic_sampler.last_rewards_per_func = rewards_per_func
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        if self._dynamic_sampler is None or not self.model.training:
+            return super()._generate_and_score_completions(inputs)
+        return self._dynamic_sampler.generate(inputs, super()._generate_and_score_completions)
