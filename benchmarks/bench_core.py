@@ -82,6 +82,16 @@ def reference_form(hidden, vision, T, measure, compute_dtype):
     return scores / len(hidden)
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what platform knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def _status_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -226,7 +236,7 @@ def main() -> int:
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
-        "machine": f"{platform.machine()} {platform.processor() or ''} {args.threads} torch thread(s), CPU".strip(),
+        "machine": f"{cpu_name()}, {os.cpu_count()} CPU cores, {args.threads} torch thread(s), no GPU",
         "torch": torch.__version__, "shapes": {k: SHAPES[k] for k in args.shapes},
         "perception": results, "entropy": entropy, "scaling": scaling,
     }, indent=2))

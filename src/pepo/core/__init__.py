@@ -15,13 +15,14 @@ and ``PEPO_SPEC.md`` sections 2-5.
 """
 
 from pepo.core.entropy import token_entropy
-from pepo.core.perception import PERCEPTION_MEASURES, perception_scores
+from pepo.core.perception import PERCEPTION_MEASURES, PerceptionAccumulator, perception_scores
 from pepo.core.schedule import loss_multiplier, progressive_lambda
 from pepo.core.weights import WEIGHTING_MODES, register_weighting_mode, token_weights
 
 __all__ = [
     "PERCEPTION_MEASURES",
     "WEIGHTING_MODES",
+    "PerceptionAccumulator",
     "loss_multiplier",
     "perception_scores",
     "progressive_lambda",

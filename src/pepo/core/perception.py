@@ -92,6 +92,91 @@ def _mean_distance_to_image(
 PERCEPTION_MEASURES: tuple[str, ...] = ("cosine", "dot", "l2", "l1")
 
 
+class PerceptionAccumulator:
+    """:func:`perception_scores` fed one hidden-state tensor at a time, so that a caller can reduce each
+    layer's output as soon as the model computes it and keep none of them:
+
+        acc = PerceptionAccumulator(vision_mask, logits_to_keep, measure)
+        for hidden in hidden_states:   # H^0 ... H^L, each (B, S, D)
+            acc.add(hidden)
+        v = acc.result()               # (B, T) float32, bit for bit perception_scores(hidden_states, ...)
+
+    Arguments as :func:`perception_scores`. Holds only ``(B, T)`` and ``(B, S)`` tensors between calls.
+    """
+
+    @torch.no_grad()
+    def __init__(self, vision_mask: torch.Tensor, logits_to_keep: int, measure: str = "cosine", chunk_size: int = 256):
+        if measure not in PERCEPTION_MEASURES:
+            raise ValueError(f"perception_scores: unknown measure {measure!r}; choose one of {PERCEPTION_MEASURES}")
+        if vision_mask.dim() != 2:
+            raise ValueError(f"perception_scores: vision_mask must be (B, S), got shape {tuple(vision_mask.shape)}")
+        B, S = vision_mask.shape
+        T = int(logits_to_keep)
+        if not 0 < T <= S:
+            raise ValueError(f"perception_scores: logits_to_keep must be in [1, S={S}], got {T}")
+        if chunk_size <= 0:
+            raise ValueError(f"perception_scores: chunk_size must be > 0, got {chunk_size}")
+        self.shape, self.T, self.layers = (B, S), T, 0
+        self._D: int | None = None  # hidden size, from the first tensor added
+        self.vision_mask = vision_mask.to(torch.bool)
+        self._layer_score: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._total: torch.Tensor | None = None
+        counts = self.vision_mask.sum(1)  # (B,)
+        if not bool(counts.any()):
+            return  # no image in any row: no work per layer, zeros at the end
+        inv_count = 1.0 / counts.clamp_min(1).float()  # rows without images: every term below is 0
+
+        if measure in ("cosine", "dot"):
+            columns = self.vision_mask.any(0).nonzero()
+            span = (int(columns[0]), int(columns[-1]) + 1)  # only the positions holding image tokens
+            vision_weight = self.vision_mask.float() * inv_count.unsqueeze(1)  # (B, S): 1/|V_b| on image tokens
+            self._layer_score = lambda h: _mean_similarity_to_image(
+                h, vision_weight.to(h.device), span, T, measure == "cosine", chunk_size
+            )
+            self._sign = 1.0
+        else:
+            vmax = int(counts.max())
+            # stable sort puts each row's image positions first, in order: (B, Vmax) indices
+            image_index = torch.sort((~self.vision_mask).to(torch.uint8), dim=1, stable=True).indices[:, :vmax]
+            valid = torch.arange(vmax, device=counts.device).unsqueeze(0) < counts.unsqueeze(1)
+            image_valid_weight = valid.float() * inv_count.unsqueeze(1)  # (B, Vmax)
+            p = 2 if measure == "l2" else 1
+            # distance chunks are (B, chunk, Vmax): keep them about as large as the similarity chunks
+            dist_chunk = max(1, min(chunk_size, (chunk_size * 1024) // max(vmax, 1)))
+            self._layer_score = lambda h: _mean_distance_to_image(
+                h, image_index.to(h.device), image_valid_weight.to(h.device), T, p, dist_chunk
+            )
+            self._sign = -1.0
+
+    @torch.no_grad()
+    def add(self, hidden: torch.Tensor) -> None:
+        """Add one ``(B, S, D)`` hidden-state tensor (any float dtype; it is not kept)."""
+        if hidden.dim() != 3 or tuple(hidden.shape[:2]) != self.shape:
+            raise ValueError(
+                f"perception_scores: vision_mask must be (B, S) = {tuple(hidden.shape[:2])} of the hidden states, "
+                f"got {self.shape}"
+            )
+        if self._D is not None and hidden.shape[2] != self._D:
+            raise ValueError("perception_scores: all hidden_states must share one (B, S, D) shape")
+        self._D = hidden.shape[2]
+        self.layers += 1
+        if self._layer_score is None:
+            return
+        score = self._layer_score(hidden)
+        if self._total is None:
+            self._total = torch.zeros_like(score)
+        self._total += score
+
+    @torch.no_grad()
+    def result(self) -> torch.Tensor:
+        """``(B, T)`` float32 mean score over the tensors added (0 for rows without image tokens)."""
+        if self.layers == 0:
+            raise ValueError("perception_scores: hidden_states is empty; run the model with output_hidden_states=True")
+        if self._total is None:
+            return torch.zeros(self.shape[0], self.T, dtype=torch.float32, device=self.vision_mask.device)
+        return self._total.mul_(self._sign / self.layers)
+
+
 @torch.no_grad()
 def perception_scores(
     hidden_states: Sequence[torch.Tensor],
@@ -114,49 +199,17 @@ def perception_scores(
     Returns:
         ``(B, T)`` float32 scores. Rows without image tokens get 0 (no perception prior; with
         these scores :func:`pepo.token_weights` gives them all-1 weights).
+
+    To reduce the layers one by one as a model computes them, use :class:`PerceptionAccumulator`.
     """
     if measure not in PERCEPTION_MEASURES:
         raise ValueError(f"perception_scores: unknown measure {measure!r}; choose one of {PERCEPTION_MEASURES}")
     if len(hidden_states) == 0:
         raise ValueError("perception_scores: hidden_states is empty; run the model with output_hidden_states=True")
     B, S, _ = hidden_states[0].shape
-    T = int(logits_to_keep)
     if vision_mask.shape != (B, S):
         raise ValueError(f"perception_scores: vision_mask must be (B, S) = {(B, S)}, got {tuple(vision_mask.shape)}")
-    if not 0 < T <= S:
-        raise ValueError(f"perception_scores: logits_to_keep must be in [1, S={S}], got {T}")
-    if chunk_size <= 0:
-        raise ValueError(f"perception_scores: chunk_size must be > 0, got {chunk_size}")
-
-    vision_mask = vision_mask.to(device=hidden_states[0].device, dtype=torch.bool)
-    counts = vision_mask.sum(1)  # (B,)
-    if not bool(counts.any()):
-        return torch.zeros(B, T, dtype=torch.float32, device=hidden_states[0].device)
-    inv_count = 1.0 / counts.clamp_min(1).float()  # rows without images: every term below is 0
-
-    if measure in ("cosine", "dot"):
-        columns = vision_mask.any(0).nonzero()
-        span = (int(columns[0]), int(columns[-1]) + 1)  # only the positions holding image tokens
-        vision_weight = vision_mask.float() * inv_count.unsqueeze(1)  # (B, S): 1/|V_b| on image tokens
-        layer_score: Callable[[torch.Tensor], torch.Tensor] = lambda h: _mean_similarity_to_image(
-            h, vision_weight, span, T, measure == "cosine", chunk_size
-        )
-        sign = 1.0
-    else:
-        vmax = int(counts.max())
-        # stable sort puts each row's image positions first, in order: (B, Vmax) indices
-        image_index = torch.sort((~vision_mask).to(torch.uint8), dim=1, stable=True).indices[:, :vmax]
-        valid = torch.arange(vmax, device=counts.device).unsqueeze(0) < counts.unsqueeze(1)
-        image_valid_weight = valid.float() * inv_count.unsqueeze(1)  # (B, Vmax)
-        p = 2 if measure == "l2" else 1
-        # distance chunks are (B, chunk, Vmax): keep them about as large as the similarity chunks
-        dist_chunk = max(1, min(chunk_size, (chunk_size * 1024) // max(vmax, 1)))
-        layer_score = lambda h: _mean_distance_to_image(h, image_index, image_valid_weight, T, p, dist_chunk)
-        sign = -1.0
-
-    total = torch.zeros(B, T, dtype=torch.float32, device=hidden_states[0].device)
+    accumulator = PerceptionAccumulator(vision_mask.to(hidden_states[0].device), logits_to_keep, measure, chunk_size)
     for hidden in hidden_states:
-        if hidden.shape != hidden_states[0].shape:
-            raise ValueError("perception_scores: all hidden_states must share one (B, S, D) shape")
-        total += layer_score(hidden)
-    return total.mul_(sign / len(hidden_states))
+        accumulator.add(hidden)
+    return accumulator.result()

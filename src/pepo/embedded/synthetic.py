@@ -99,14 +99,13 @@ def _listing(positions: list[str]) -> str:
     return items[0] if len(items) == 1 else " , ".join(items[:-1]) + " and " + items[-1]
 
 
-def _count_chain(n: int, what_singular: str, what_plural: str, positions: list[str]) -> str:
+def _count_chain(n: int, singular: str, plural: str, positions: list[str]) -> str:
+    # Naming where each object is gives the model a step per cell (counting by looking).
     if n == 0:
-        reason = f"I see no {what_singular} . Therefore there are 0 {what_plural} ."
-    elif n == 1:
-        reason = f"The {what_singular} is at {_listing(positions)} . Therefore there is 1 {what_singular} ."
-    else:
-        reason = f"The {what_plural} are at {_listing(positions)} . Therefore there are {n} {what_plural} ."
-    return reason
+        return f"I see no {singular} . Therefore there are 0 {plural} ."
+    if n == 1:
+        return f"The {singular} is at {_listing(positions)} . Therefore there is 1 {singular} ."
+    return f"The {plural} are at {_listing(positions)} . Therefore there are {n} {plural} ."
 
 
 def make_problem(rng: random.Random, qtype: str | None = None) -> Problem:

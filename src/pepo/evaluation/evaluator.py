@@ -120,6 +120,20 @@ def _generate_vllm(llm, processor, records, *, n, temperature, top_p, max_new_to
 _BACKENDS = {"transformers": _generate_transformers, "vllm": _generate_vllm}
 
 
+def _drop_partial_last_line(results_path: Path) -> None:
+    """Cut a last line that a kill left without its newline, so that appended rows start on a
+    line of their own (appending after it would glue two rows into one malformed line)."""
+    if not results_path.exists():
+        return
+    with results_path.open("rb+") as handle:
+        data = handle.read()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            logger.warning("%s: incomplete last line (%d bytes) dropped; that question is redone",
+                           results_path, len(data) - keep)
+            handle.truncate(keep)
+
+
 def _read_done(results_path: Path, config: dict[str, Any]) -> dict[str, dict]:
     """Rows already in a results file written with the same settings."""
     done: dict[str, dict] = {}
@@ -200,6 +214,7 @@ def evaluate_model(
     sink = None
     if results_path is not None:
         results_path = Path(results_path)
+        _drop_partial_last_line(results_path)
         done = _read_done(results_path, config)
         results_path.parent.mkdir(parents=True, exist_ok=True)
         fresh = not results_path.exists() or results_path.stat().st_size == 0

@@ -12,7 +12,9 @@ path, dtype, LoRA). A YAML key sets a default; a ``--field value`` on the comman
 
 from __future__ import annotations
 
+import json
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,9 +104,62 @@ def build_trainer(script_args: TrainScriptArguments, training_args, model_args):
     )
 
 
+def _is_complete_checkpoint(path: Path) -> bool:
+    """Transformers writes ``trainer_state.json`` last: present and parseable means the save finished."""
+    try:
+        return isinstance(json.loads((path / "trainer_state.json").read_text(encoding="utf-8")), dict)
+    except (OSError, ValueError):
+        return False
+
+
+def resume_checkpoint(value: str | None, output_dir: str | Path) -> str | None:
+    """The checkpoint ``--resume_from_checkpoint value`` names, checked before any work starts.
+
+    ``true`` / ``last``: the newest *complete* ``checkpoint-N`` under ``output_dir``. Transformers
+    writes ``trainer_state.json`` last, so a folder without it (or with it cut short) is a save that
+    was killed half way; transformers' own ``resume_from_checkpoint=True`` would pick it and fail. Such folders are skipped with a warning. ``false`` / empty: no resume.
+    A path must be a complete checkpoint folder.
+    """
+    if value is None or str(value).strip().lower() in ("", "false", "no", "none"):
+        return None
+    output_dir = Path(output_dir)
+    if str(value).strip().lower() in ("true", "yes", "last"):
+        found = sorted(
+            (p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+            key=lambda p: int(p.name.split("-")[-1]),
+        )
+        complete = [p for p in found if _is_complete_checkpoint(p)]
+        if not complete:
+            raise ValueError(f"--resume_from_checkpoint {value}: no complete checkpoint-N folder in {output_dir}")
+        for partial in found[found.index(complete[-1]) + 1 :]:
+            warnings.warn(f"{partial}: incomplete checkpoint (no valid trainer_state.json; killed while saving?): skipped",
+                          stacklevel=2)
+        return str(complete[-1])
+    path = Path(value)
+    if not _is_complete_checkpoint(path):
+        raise ValueError(
+            f"--resume_from_checkpoint {value}: not a complete checkpoint folder ({path / 'trainer_state.json'} is "
+            "missing or unreadable); pass a checkpoint-N folder, or 'true' for the newest complete one in output_dir"
+        )
+    return str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import yaml
+
+    from pepo.data import DataError
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    trainer = build_trainer(*parse(argv))
-    trainer.train()
+    try:
+        script_args, training_args, model_args = parse(argv)
+        checkpoint = resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+        trainer = build_trainer(script_args, training_args, model_args)
+    except (DataError, FileNotFoundError, KeyError, ValueError, yaml.YAMLError) as exc:
+        # bad recipe values or YAML, data, reward names, paths: the message says what to fix, no traceback
+        print(f"pepo train: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 2
+    # restores weights, optimiser, scheduler, RNG states and global_step, so the progressive
+    # lambda and the data order continue where the checkpoint left off
+    trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(trainer.args.output_dir)
     return 0

@@ -22,6 +22,7 @@ from trl import GRPOConfig
 from pepo.core import PERCEPTION_MEASURES, WEIGHTING_MODES
 
 SCHEDULES = ("progressive", "constant")
+NONFINITE_POLICIES = ("error", "skip")
 
 
 def weighting_choices() -> tuple[str, ...]:
@@ -90,6 +91,15 @@ class PEPOConfig(GRPOConfig):
             "short after them, it is completed with dropped (zero-advantage) groups and a warning is logged.",
         },
     )
+    on_nonfinite: str = field(
+        default="error",
+        metadata={
+            "help": "What a NaN/inf in a response's perception score or token entropy (i.e. in the hidden states or "
+            "logits of the policy forward) does. 'error': stop with a FloatingPointError naming the step and the "
+            "rows. 'skip': give those rows multiplier 1 (the plain base algorithm), log their number as "
+            "pepo/nonfinite_rows and go on. Either way it is one isfinite check on the (B, T) signals.",
+        },
+    )
     freeze_vision_tower: bool = field(
         default=False,
         metadata={"help": "Freeze the vision encoder (no gradient, no optimizer state)."},
@@ -111,6 +121,8 @@ class PEPOConfig(GRPOConfig):
             raise ValueError(f"perception_measure={self.perception_measure!r}: choose one of {PERCEPTION_MEASURES}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule={self.schedule!r}: choose one of {SCHEDULES}")
+        if self.on_nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"on_nonfinite={self.on_nonfinite!r}: choose one of {NONFINITE_POLICIES}")
         if self.dynamic_sampling_max_rounds < 0:
             raise ValueError(f"dynamic_sampling_max_rounds={self.dynamic_sampling_max_rounds}: must be >= 0")
         if self.weighting != "none" and self.loss_type not in ("grpo", "bnpo", "dr_grpo", "dapo"):

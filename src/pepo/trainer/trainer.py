@@ -4,9 +4,11 @@ What happens in one micro-step of the loss (``_compute_loss``):
 
 1. TRL runs the policy forward once, through its fused LM head, for the log-probs and entropies.
    During that same call (and only that one: not the reference model, not the old log-probs)
-   :class:`~pepo.trainer.capture.HiddenStateCapture` keeps the language model's hidden states.
-2. Under no-grad, in float32: ``v = perception_scores(hidden states, image-token mask)``,
-   ``w = token_weights(v, entropy, loss mask)``, ``m = (1 - lambda) + lambda * w``.
+   :class:`~pepo.trainer.capture.HiddenStateCapture` hands each hidden state, as the language model
+   computes it, to a :class:`~pepo.core.PerceptionAccumulator`, which reduces it at once (under
+   no-grad, in float32) and keeps nothing: ``v`` is ``perception_scores(hidden states, image-token
+   mask)`` bit for bit, without holding the ``L + 1`` tensors.
+2. Under no-grad, in float32: ``w = token_weights(v, entropy, loss mask)``, ``m = (1 - lambda) + lambda * w``.
 3. The advantages handed to TRL's loss become per-token, ``A[b, t] = A_b * m[b, t]``. TRL's
    clipped surrogate is ``-min(r A, clip(r) A)``; for ``m >= 0`` that is exactly
    ``m * -min(r A_b, clip(r) A_b)``, i.e. the multiplier on the clipped per-token policy loss. The
@@ -26,26 +28,34 @@ TRL methods overridden (each the narrowest place that sees what PEPO needs):
 * ``_calculate_rewards`` / ``_generate_and_score_completions``: DAPO dynamic sampling
   (TRL 1.16 has none), only when ``dynamic_sampling=True``.
 * ``training_step``: PEPO's own time per optimiser step and its share ``rho`` of the step.
+* ``_tokenize_prompts``: refuses a prompt that cannot fit the model's positions (docs/reliability.md).
+* ``_load_from_checkpoint``: resumes the weights through ``from_pretrained``'s key conversion
+  (transformers' own resume silently drops every Qwen2.5-VL key).
 
 Reference: Li, Kuang et al., "Perception-Exploration Policy Optimization", arXiv 2603.22847 (2026).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 import warnings
 from typing import Any
 
 import torch
 from accelerate.utils import is_peft_model
+from transformers import PreTrainedModel
 from trl import GRPOTrainer
 from trl.extras.profiling import profiling_decorator
 
-from pepo.core import loss_multiplier, perception_scores, progressive_lambda, token_weights
+from pepo.core import PerceptionAccumulator, loss_multiplier, progressive_lambda, token_weights
 from pepo.trainer.capture import HiddenStateCapture, language_model_of
 from pepo.trainer.config import PEPOConfig
 from pepo.trainer.dynamic_sampling import DynamicSampler
 from pepo.trainer.image_tokens import image_token_mask, resolve_image_token_id
+
+logger = logging.getLogger(__name__)
 
 PERCENTILES = (0, 20, 40, 60, 80, 100)
 # weighting modes whose weights depend on the image (the others need no hidden states)
@@ -149,30 +159,48 @@ class PEPOTrainer(GRPOTrainer):
         if armed is None or not compute_entropy:
             return forward()
         self._pepo_armed = None  # exactly one forward per loss
-        needs_hidden = self.args.weighting in MODES_USING_PERCEPTION and self.image_token_id is not None
-        if needs_hidden:
-            with HiddenStateCapture(language_model_of(model)) as capture:
-                out = forward()
+        vision_mask = image_token_mask(input_ids, self.image_token_id)
+        if self.args.weighting in MODES_USING_PERCEPTION and self.image_token_id is not None:
+            out, perception = self._forward_with_perception(forward, model, vision_mask, logits_to_keep, batch_size)
         else:
-            out = forward()
+            out, perception = forward(), None
         start = time.perf_counter()
         entropies = out[1]
-        vision_mask = image_token_mask(input_ids, self.image_token_id)
-        if needs_hidden:
-            chunk = batch_size or input_ids.size(0)
-            perception = torch.cat([
-                perception_scores(hs, vision_mask[i * chunk : i * chunk + hs[0].size(0)], logits_to_keep,
-                                  self.args.perception_measure)
-                for i, hs in enumerate(capture.hidden_states)
-            ])
-            del capture
-        else:
+        if perception is None:
             perception = torch.zeros_like(entropies, dtype=torch.float32)
         self._apply_token_weights(armed, perception, entropies, vision_mask.any(1))
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         self._pepo_seconds += time.perf_counter() - start
         return out
+
+    def _forward_with_perception(self, forward, model, vision_mask, logits_to_keep, batch_size):
+        """Run TRL's ``forward`` and reduce each hidden state to the perception prior the moment the model
+        computes it (none is kept alive: peak memory stays the base algorithm's). Returns TRL's output
+        and the ``(B, T)`` prior; PEPO's seconds inside the forward are added to ``_pepo_seconds``."""
+        chunk = batch_size or vision_mask.size(0)  # TRL runs one forward per chunk of rows
+        accumulators: list[PerceptionAccumulator] = []
+        seconds = 0.0
+
+        def on_forward():
+            nonlocal seconds
+            start = time.perf_counter()
+            rows = vision_mask[len(accumulators) * chunk :][:chunk]
+            accumulators.append(PerceptionAccumulator(rows, logits_to_keep, self.args.perception_measure))
+            seconds += time.perf_counter() - start
+
+        def on_hidden(hidden):
+            nonlocal seconds
+            start = time.perf_counter()
+            accumulators[-1].add(hidden)
+            seconds += time.perf_counter() - start
+
+        with HiddenStateCapture(language_model_of(model), on_forward, on_hidden):
+            out = forward()
+        start = time.perf_counter()
+        perception = torch.cat([accumulator.result() for accumulator in accumulators])
+        self._pepo_seconds += seconds + time.perf_counter() - start
+        return out, perception
 
     def pepo_lambda(self) -> float:
         """The mixing coefficient of the current optimiser step (PEPO_SPEC.md section 5)."""
@@ -187,16 +215,42 @@ class PEPOTrainer(GRPOTrainer):
         if "tool_mask" in inputs:
             mask = mask * inputs["tool_mask"]
         uses_image = self.args.weighting in MODES_USING_PERCEPTION
+        valid = mask.bool()
+        # NaN/inf in the hidden states or logits shows up here: one isfinite over the (B, T) signals
+        bad_rows = ((~torch.isfinite(perception) | ~torch.isfinite(entropies)) & valid).any(1)
+        if self.args.on_nonfinite == "skip":
+            self._metrics["train" if self.model.training else "eval"]["pepo/nonfinite_rows"].append(
+                self.accelerator.gather(bad_rows.sum()).sum().item())
+        if bool(bad_rows.any()):
+            perception, entropies, valid = self._nonfinite_rows(inputs, bad_rows, perception, entropies, valid)
         weights = token_weights(
             perception, entropies, mask, self.args.gate_alpha, self.args.gate_temperature, self.args.weighting,
             has_image=has_image if uses_image else None,
         )
+        weights = torch.where(bad_rows.unsqueeze(1) & mask.bool(), 1.0, weights)  # skipped rows: base algorithm
         lam = self.pepo_lambda()
         advantages = inputs["advantages"]
         if advantages.dim() == 1:
             advantages = advantages.unsqueeze(1)
         inputs["advantages"] = advantages * loss_multiplier(weights, lam).to(advantages.dtype)
-        self._log_pepo_metrics(perception, entropies, weights, mask.bool(), has_image, lam)
+        self._log_pepo_metrics(perception, entropies, weights, valid, has_image, lam)
+
+    def _nonfinite_rows(self, inputs, bad_rows, perception, entropies, valid):
+        """``on_nonfinite="error"``: raise, naming the step and rows. ``"skip"``: zero those rows'
+        signals (their weights are then set to 1) and leave them out of the metrics."""
+        rows = bad_rows.nonzero().flatten().tolist()
+        if self.args.on_nonfinite == "error":
+            completion = self.processing_class.decode(inputs["completion_ids"][rows[0]], skip_special_tokens=True)
+            raise FloatingPointError(
+                f"step {self.state.global_step}: NaN/inf perception score or token entropy (from the policy's hidden "
+                f"states or logits) in rows {rows} of the micro-batch on process {self.accelerator.process_index}; "
+                f"row {rows[0]} completion: {completion[:80]!r}. Check the learning rate / dtype, or set "
+                "on_nonfinite='skip' to train such rows as the base algorithm."
+            )
+        logger.warning("step %d: non-finite PEPO signals in rows %s: weight 1 (base algorithm) for them",
+                       self.state.global_step, rows)
+        keep = ~bad_rows.unsqueeze(1)
+        return torch.where(keep, perception, 0.0), torch.where(keep, entropies, 0.0), valid & keep
 
     # ---- metrics --------------------------------------------------------------------------------
 
@@ -247,3 +301,51 @@ class PEPOTrainer(GRPOTrainer):
         if self._dynamic_sampler is None or not self.model.training:
             return super()._generate_and_score_completions(inputs)
         return self._dynamic_sampler.generate(inputs, super()._generate_and_score_completions)
+
+    # ---- bad input and resume -------------------------------------------------------------------
+
+    def _tokenize_prompts(self, prompts: list):
+        """TRL's tokenisation, then a length check: TRL 1.16 does not truncate prompts (cutting a
+        multimodal prompt would cut image tokens), and a prompt plus ``max_completion_length`` past
+        the model's ``max_position_embeddings`` would run on silently extrapolated positions."""
+        prompt_ids, images, multimodal_fields = super()._tokenize_prompts(prompts)
+        if not hasattr(self, "_pepo_max_positions"):  # looked up once: unwrapping costs a few ms
+            model = self.accelerator.unwrap_model(self.model)
+            config = (model.get_base_model() if is_peft_model(model) else model).config
+            config = getattr(config, "text_config", None) or config
+            self._pepo_max_positions = getattr(config, "max_position_embeddings", None)
+        limit = self._pepo_max_positions
+        if isinstance(limit, int):
+            for row, ids in enumerate(prompt_ids):
+                if len(ids) + self.max_completion_length > limit:
+                    text = self.processing_class.decode(list(ids)[-200:], skip_special_tokens=True)
+                    raise ValueError(
+                        f"step {self.state.global_step}, generation batch row {row}: the prompt has {len(ids)} "
+                        f"tokens (images expanded) + max_completion_length {self.max_completion_length} > the "
+                        f"model's max_position_embeddings {limit}. Shorten or drop that record, downscale its "
+                        f"images, or lower max_completion_length. Prompt ends with: {text[-120:]!r}"
+                    )
+        return prompt_ids, images, multimodal_fields
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Model weights of a checkpoint, through ``from_pretrained``'s key conversion.
+
+        ``save_pretrained`` writes the original checkpoint key names (Qwen2.5-VL: ``visual.*``,
+        ``model.layers.*``), but transformers' ``Trainer._load_from_checkpoint`` feeds them to
+        ``load_state_dict(strict=False)`` unconverted: every key misses, only a warning is logged,
+        and the "resumed" run silently continues from the initial weights (transformers issue
+        #43701). For a plain (non-PEFT, non-FSDP) model we load the checkpoint with
+        ``from_pretrained`` instead and copy its tensors in with ``strict=True``.
+        """
+        target = self.model if model is None else model
+        saved = os.path.join(resume_from_checkpoint, "model.safetensors")
+        sharded = os.path.join(resume_from_checkpoint, "model.safetensors.index.json")
+        if (
+            is_peft_model(target) or self.is_fsdp_enabled or not isinstance(target, PreTrainedModel)
+            or not (os.path.isfile(saved) or os.path.isfile(sharded))
+        ):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model=model)
+        dtype = next(target.parameters()).dtype
+        loaded = type(target).from_pretrained(resume_from_checkpoint, dtype=dtype, local_files_only=True)
+        target.load_state_dict(loaded.state_dict(), strict=True)
+        del loaded

@@ -1,0 +1,253 @@
+"""The embedded demo's recipe: warm start with TRL's SFT trainer, then RL with :class:`PEPOTrainer`.
+
+Reads top to bottom: data rows -> supervised warm start (stopped by validation accuracy) ->
+RL from that same start for each method -> evaluation (avg@N and majority vote).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from transformers import TrainerCallback
+
+from pepo.data.prompts import build_prompt
+from pepo.modeling import load_model_and_processor
+
+__all__ = ["load_rows", "warm_start", "rl_train", "RL_METHODS"]
+
+
+def load_rows(jsonl: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """Synthetic JSONL (Geometry3K layout) -> rows with a conversational ``prompt``, the reference
+    ``completion``, the PIL ``images`` (loaded now), ``solution`` and ``qtype``."""
+    jsonl = Path(jsonl)
+    rows = []
+    with jsonl.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if limit is not None and len(rows) >= limit:
+                break
+            try:
+                record = json.loads(line)
+                images = [Image.open(jsonl.parent / p).convert("RGB") for p in record["images"]]
+                rows.append({
+                    "prompt": build_prompt(record["messages"][0]["content"], len(images)),
+                    "completion": [{"role": "assistant", "content": record["reference"]}],
+                    "images": images,
+                    "solution": record["solution"],
+                    "qtype": record.get("qtype", ""),
+                })
+            except (KeyError, json.JSONDecodeError, OSError) as error:
+                raise ValueError(f"{jsonl}:{line_no}: bad record ({type(error).__name__}: {error})") from error
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. supervised warm start
+# ----------------------------------------------------------------------------------------------
+
+
+class _ValidationStop(TrainerCallback):
+    """Every ``every`` steps: score the model on validation prompts (sampled at temperature 1.0);
+    save and stop once the score reaches ``target``. The warm start is meant to stop part-way up
+    the learning curve: RL needs questions the model answers right on some samples but not all."""
+
+    def __init__(self, score: Callable[[torch.nn.Module], float], every: int, target: float, log: list):
+        self.score, self.every, self.target, self.log = score, every, target, log
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every == 0:
+            was_training = model.training
+            model.eval()
+            value = self.score(model)
+            model.train(was_training)
+            self.log.append({"step": state.global_step, "val_accuracy": value})
+            if value >= self.target:
+                control.should_training_stop = True
+        return control
+
+
+def warm_start(
+    model_path: str | Path,
+    train_rows: list[dict],
+    val_records: list,
+    output_dir: str | Path,
+    *,
+    max_steps: int = 1500,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+    eval_every: int = 50,
+    target_accuracy: float = 0.6,
+    eval_samples: int = 2,
+    max_new_tokens: int = 48,
+    seed: int = 0,
+) -> tuple[Path, list[dict]]:
+    """TRL ``SFTTrainer`` on the reference chains (completion-only loss), stopped at the first
+    validation check whose sampled accuracy (avg@``eval_samples`` of :func:`pepo.evaluation.evaluate_model`
+    on ``val_records``) reaches ``target_accuracy``, else at ``max_steps``.
+    Returns the saved checkpoint directory and the validation log."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from pepo.evaluation import evaluate_model
+
+    model, processor = load_model_and_processor(model_path)
+    dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "completion", "images")} for r in train_rows])
+    args = SFTConfig(
+        output_dir=str(output_dir),
+        max_steps=max_steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        adam_beta2=0.98,
+        lr_scheduler_type="cosine",
+        warmup_steps=0,
+        weight_decay=0.0,
+        logging_steps=eval_every,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=False,
+        seed=seed,
+        dataloader_num_workers=0,
+        max_length=None,
+        disable_tqdm=False,
+    )
+    log: list[dict] = []
+    def score(model) -> float:
+        result = evaluate_model(model, processor, val_records, n=eval_samples, max_new_tokens=max_new_tokens,
+                                batch_size=64, seed=seed, progress=False)
+        return result.totals["avg_at_n"] / 100.0
+
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=processor,
+        callbacks=[_ValidationStop(score, eval_every, target_accuracy, log)],
+    )
+    trainer.train()
+    out = Path(output_dir) / "checkpoint"
+    trainer.model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out, log
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. RL from the warm start
+# ----------------------------------------------------------------------------------------------
+
+# method -> PEPOConfig fields on top of the shared settings of rl_train. GRPO and PEPO_G differ
+# only in `weighting`; DAPO adds clip-higher, dynamic sampling, token-level (bnpo) loss and overlong
+# filtering (spec section 6).
+_GRPO = {"weighting": "none", "loss_type": "grpo", "epsilon": 0.2, "epsilon_high": 0.2}
+_DAPO = {"weighting": "none", "loss_type": "bnpo", "epsilon": 0.2, "epsilon_high": 0.28,
+         "dynamic_sampling": True, "mask_truncated_completions": True}
+RL_METHODS: dict[str, dict[str, Any]] = {
+    "grpo": _GRPO,
+    "pepo_g": {**_GRPO, "weighting": "pepo"},
+    "dapo": _DAPO,
+    "pepo_d": {**_DAPO, "weighting": "pepo"},
+    "high_entropy": {**_GRPO, "top_entropy_quantile": 0.2},
+    "perception": {**_GRPO, "weighting": "perception"},
+    "exploration": {**_GRPO, "weighting": "exploration"},
+}
+
+
+class _StepLog(TrainerCallback):
+    """Keeps the trainer's logged metrics per step (for the demo's curves) and the step times."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+        self._start = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "reward" in logs:
+            self.rows.append({"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}})
+
+
+@dataclass
+class RLResult:
+    checkpoint: Path
+    log: list[dict]
+    seconds: float
+
+
+def rl_train(
+    start: str | Path,
+    train_rows: list[dict],
+    output_dir: str | Path,
+    method: str,
+    *,
+    max_steps: int = 150,
+    prompts_per_step: int = 32,
+    num_generations: int = 8,
+    learning_rate: float = 2e-4,
+    max_completion_length: int = 48,
+    seed: int = 0,
+    gate_alpha: float = 0.05,
+    gate_temperature: float = 1.0,
+    freeze_vision_tower: bool = True,
+    warmup_steps: int = 0,
+) -> RLResult:
+    """RL from the checkpoint ``start`` with ``method`` (a key of :data:`RL_METHODS`), through
+    :class:`pepo.trainer.PEPOTrainer`: one optimiser step per generation batch of
+    ``prompts_per_step * num_generations`` completions (on-policy), exact-match reward, no KL
+    (beta = 0, no reference model), cosine learning rate to 0."""
+    from datasets import Dataset
+
+    from pepo.rewards import choice_reward
+    from pepo.trainer import PEPOConfig, PEPOTrainer
+
+    if method not in RL_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {sorted(RL_METHODS)}")
+    model, processor = load_model_and_processor(start)
+    model.train()
+    dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "images", "solution")} for r in train_rows])
+    micro = min(64, prompts_per_step * num_generations)
+    accumulation = prompts_per_step * num_generations // micro
+    args = PEPOConfig(
+        output_dir=str(output_dir),
+        max_steps=max_steps,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=accumulation,
+        steps_per_generation=accumulation,
+        num_generations=num_generations,
+        max_completion_length=max_completion_length,
+        temperature=1.0,
+        top_p=1.0,
+        learning_rate=learning_rate,
+        adam_beta2=0.98,
+        lr_scheduler_type="cosine",
+        warmup_steps=warmup_steps,
+        weight_decay=0.0,
+        beta=0.0,
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=False,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=seed,
+        gate_alpha=gate_alpha,
+        gate_temperature=gate_temperature,
+        freeze_vision_tower=freeze_vision_tower,
+        **RL_METHODS[method],
+    )
+    step_log = _StepLog()
+    trainer = PEPOTrainer(
+        model=model, reward_funcs=[choice_reward], args=args, train_dataset=dataset,
+        processing_class=processor, callbacks=[step_log],
+    )
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    out = Path(output_dir) / "checkpoint"
+    trainer.model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return RLResult(out, step_log.rows, seconds)

@@ -1,0 +1,32 @@
+"""`pepo analyze` argument handling (the end-to-end run is in test_analyze_end_to_end.py)."""
+
+import json
+
+import pytest
+
+from pepo.cli import main as pepo_main
+
+
+def test_needs_a_model_or_runs(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        pepo_main(["analyze", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "give --model and --data" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        pepo_main(["analyze", "--model", str(tmp_path), "--out", str(tmp_path)])
+    assert "--model and --data go together" in capsys.readouterr().err
+
+
+def test_bad_run_is_reported_with_its_path(tmp_path, capsys):
+    assert pepo_main(["analyze", "--runs", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "missing: no such run directory" in capsys.readouterr().err
+
+
+def test_runs_only_draws_figure_6(tmp_path):
+    (tmp_path / "run").mkdir()
+    history = [{"step": 1, "reward": 0.5, "entropy": 1.0}, {"step": 2, "reward": 0.75, "entropy": 0.9}]
+    (tmp_path / "run" / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    assert pepo_main(["analyze", "--runs", str(tmp_path / "run"), "--out", str(tmp_path / "o")]) == 0
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert "| run | reward | reward | 2 | 0.5000 | 0.7500 |" in report
+    assert (tmp_path / "o" / "fig6_dynamics.png").is_file() and not (tmp_path / "o" / "tokens.csv").exists()

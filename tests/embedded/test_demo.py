@@ -1,0 +1,51 @@
+"""`pepo demo --quick` end to end: data, tiny model, SFT warm start, RL (GRPO and PEPO_G), report."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from pepo.demo import main
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["--quick", "--out", str(out), "--methods", "grpo,pepo_g"]) == 0
+    assert f"report: {out / 'report.md'}" in capsys.readouterr().out
+
+    report = (out / "report.md").read_text()
+    table = [line for line in report.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    assert [row.split("|")[1].strip() for row in table] == ["warm_start", "grpo", "pepo_g"]
+    for row in table:
+        cells = [c.strip() for c in row.split("|")[1:-1]]
+        avg, majority, length = float(cells[1]), float(cells[2]), float(cells[3])
+        assert 0.0 <= avg <= 100.0 and 0.0 <= majority <= 100.0
+        assert 1.0 <= length <= 48.0  # at least the end token, at most max_completion_length
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_test"] == 32
+    for method in ("grpo", "pepo_g"):
+        log = metrics["rl_logs"][method]
+        assert [r["step"] for r in log] == [1, 2, 3, 4]
+        assert all(0.0 <= r["reward"] <= 1.0 for r in log)
+    # PEPO_G logged its own cost and visual similarity; GRPO computed no hidden states.
+    assert any("pepo/visual_similarity" in r for r in metrics["rl_logs"]["pepo_g"])
+    pepo_row = next(r for r in metrics["rows"] if r["method"] == "pepo_g")
+    assert pepo_row["rho_logged"] is not None and pepo_row["rho_logged"] >= 0.0
+    assert re.search(r"\| pepo_g \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+", report)
+
+    with open(out / "curves.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+    # The checkpoints reload as models, and RL changed the warm start.
+    import torch
+
+    from pepo.modeling import load_model_and_processor
+
+    start, _ = load_model_and_processor(out / "warm_start" / "checkpoint")
+    tuned, _ = load_model_and_processor(out / "pepo_g" / "checkpoint")
+    start_state, tuned_state = start.state_dict(), tuned.state_dict()
+    assert any(not torch.equal(start_state[k], tuned_state[k]) for k in start_state)

@@ -1,0 +1,211 @@
+"""The bad-input catalogue (docs/reliability.md) at the trainer and `pepo train` level.
+
+Data-file rows (missing / corrupt / zero-size images, malformed JSONL, missing fields, image paths
+outside the root) are tested where the readers live, tests/data/test_geometry3k.py; config
+ranges in tests/trainer/test_config.py. This file covers what only shows up while training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from trl import GRPOTrainer
+
+import pepo.trainer.trainer as trainer_module
+from pepo.rewards import get_reward
+from pepo.trainer import PEPOTrainer
+from pepo.trainer.capture import language_model_of
+from pepo.trainer.cli import main as train_main
+from tests.trainer.conftest import rollout
+from tests.trainer.test_loss import LOSS_TYPES, loss_and_grads
+
+
+def _train_argv(model_path, tmp_path, *extra):
+    return ["--model_name_or_path", str(model_path), "--output_dir", str(tmp_path / "out"), "--use_cpu", "true",
+            "--bf16", "false", "--report_to", "none", "--max_steps", "1", "--per_device_train_batch_size", "4",
+            "--num_generations", "4", "--max_completion_length", "4", "--disable_tqdm", "true", *extra]
+
+
+# ---- `pepo train` on bad data, config and YAML: exit code 2 and one line saying what to fix --------------
+
+
+def test_pepo_train_bad_data_names_file_line_and_field(tiny_vlm_path, synthetic_data_dir, tmp_path, capsys):
+    lines = (synthetic_data_dir / "train.jsonl").read_text().splitlines()
+    record = json.loads(lines[2])
+    del record["solution"]
+    lines[2] = json.dumps(record)
+    lines[4] = lines[4][:-3]  # a line cut short
+    bad = tmp_path / "bad_train.jsonl"
+    bad.write_text("\n".join(lines) + "\n")
+    argv = _train_argv(tiny_vlm_path, tmp_path, "--train_file", str(bad), "--image_root", str(synthetic_data_dir))
+    assert train_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == f"pepo train: {bad}:3: solution: missing or empty (looked for solution)"
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--gate_alpha", "-0.5"], "gate_alpha=-0.5: must be >= 0"),
+    (["--gate_temperature", "0"], "gate_temperature=0.0: must be > 0"),
+    (["--perception_measure", "cos"], "perception_measure='cos': choose one of"),
+    (["--weighting", "pepo_x"], "weighting='pepo_x': choose one of"),
+    (["--on_nonfinite", "ignore"], "on_nonfinite='ignore': choose one of ('error', 'skip')"),
+    (["--reward_funcs", "accurracy"], "unknown reward 'accurracy'; known rewards:"),
+])
+def test_pepo_train_out_of_range_values(tiny_vlm_path, tmp_path, capsys, extra, message):
+    assert train_main(_train_argv(tiny_vlm_path, tmp_path, *extra)) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("pepo train: ") and message in err and "Traceback" not in err
+
+
+def test_pepo_train_refuses_python_tags_in_yaml(tmp_path, capsys):
+    # TrlParser reads recipes with yaml.safe_load: a !!python tag is an error, never executed
+    marker = tmp_path / "executed"
+    recipe = tmp_path / "evil.yaml"
+    recipe.write_text(f"output_dir: !!python/object/apply:os.system ['touch {marker}']\nuse_cpu: true\nbf16: false\n")
+    assert train_main(["--config", str(recipe)]) == 2
+    assert "could not determine a constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system'" in (
+        capsys.readouterr().err)
+    assert not marker.exists()
+
+
+# ---- the model's image token --------------------------------------------------------------------
+
+
+def test_image_token_missing_from_the_vocabulary_is_an_error(make_trainer):
+    with pytest.raises(ValueError, match=r"image_token='<IMG_CONTEXT>' is not a token of the tokenizer"):
+        make_trainer(image_token="<IMG_CONTEXT>")
+
+
+def test_model_without_an_image_token_warns_and_trains_as_the_base_algorithm(make_trainer, monkeypatch):
+    monkeypatch.setattr(trainer_module, "resolve_image_token_id", lambda *a, **k: None)
+    with pytest.warns(UserWarning, match="no image token was found .* every row is treated as text-only"):
+        trainer = make_trainer(weighting="pepo", schedule="constant")
+    # the weights are then 1: test_text_only_rows_get_unit_weights (tests/trainer/test_loss.py)
+    inputs = rollout(trainer)
+    trl = make_trainer(cls=GRPOTrainer)
+    a, b = loss_and_grads(trainer, inputs), loss_and_grads(trl, inputs)
+    torch.testing.assert_close(a[0], b[0], rtol=1e-6, atol=1e-7)
+
+
+# ---- prompts and completions --------------------------------------------------------------------
+
+
+def test_prompt_longer_than_the_model_positions_is_refused(make_trainer, fresh_model):
+    model = fresh_model()
+    model.config.text_config.max_position_embeddings = 20  # the tiny prompt is 17 tokens, + 8 to generate
+    trainer = make_trainer(model=model, max_completion_length=8)
+    with pytest.raises(ValueError, match=r"step 0, generation batch row 0: the prompt has 17 tokens \(images "
+                                         r"expanded\) \+ max_completion_length 8 > the model's max_position_embeddings 20"):
+        rollout(trainer)
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_zero_token_and_fully_truncated_completions_give_a_finite_loss(make_trainer, loss_type):
+    """A completion with no loss token (empty, or masked out as truncated by mask_truncated_completions)
+    gets weight 0 everywhere; when every completion is like that the loss is 0, not NaN."""
+    trainer = make_trainer(weighting="pepo", schedule="constant", loss_type=loss_type)
+    inputs = rollout(trainer)
+    some = dict(inputs, completion_mask=inputs["completion_mask"].clone())
+    some["completion_mask"][1] = 0
+    some["num_items_in_batch"] = some["completion_mask"].sum()
+    loss, grads = loss_and_grads(trainer, some)
+    assert torch.isfinite(loss) and all(torch.isfinite(g).all() for g in grads.values())
+
+    none = dict(inputs, completion_mask=torch.zeros_like(inputs["completion_mask"]))
+    none["num_items_in_batch"] = torch.tensor(0)
+    loss, grads = loss_and_grads(trainer, none)
+    assert loss.item() == 0.0 and all(torch.count_nonzero(g) == 0 for g in grads.values())
+
+
+def test_empty_completion_scores_zero():
+    for name in ("format", "accuracy", "choice"):
+        assert get_reward(name)([""], solution=["15"], choices=[["a", "b"]]) == [0.0]
+
+
+def test_groups_whose_rewards_all_equal_give_no_gradient_and_no_nan(make_trainer):
+    # Without dynamic sampling such a group has advantage 0 (TRL divides by std + 1e-4, never 0); with
+    # it the group is dropped: tests/trainer/test_dynamic_sampling.py.
+    trainer = make_trainer(weighting="pepo", schedule="constant", beta=0.0,
+                           reward_funcs=[lambda completions, **k: [1.0] * len(completions)])
+    inputs = rollout(trainer)
+    assert torch.equal(inputs["advantages"], torch.zeros_like(inputs["advantages"]))
+    loss, grads = loss_and_grads(trainer, inputs)
+    assert loss.item() == 0.0 and all(torch.count_nonzero(g) == 0 for g in grads.values())
+
+
+# ---- NaN / inf in the policy's hidden states or logits ------------------------------------------------
+
+
+@pytest.fixture
+def nan_hidden_states_in_row_1():
+    """A decoder layer whose output for row 1 is NaN (what an overflow in bf16 looks like)."""
+    handles = []
+
+    def install(trainer):
+        layer = language_model_of(trainer.model).layers[0]
+
+        def poison(module, args, output):
+            hidden = (output[0] if isinstance(output, tuple) else output).clone()
+            hidden[1] = float("nan")
+            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+        handles.append(layer.register_forward_hook(poison))
+
+    yield install
+    for handle in handles:
+        handle.remove()
+
+
+def test_nonfinite_hidden_states_fail_loudly_with_step_and_row(make_trainer, nan_hidden_states_in_row_1):
+    trainer = make_trainer(weighting="pepo", schedule="constant")  # on_nonfinite="error" is the default
+    inputs = rollout(trainer)
+    trainer.state.global_step = 7
+    nan_hidden_states_in_row_1(trainer)
+    with pytest.raises(FloatingPointError, match=r"step 7: NaN/inf perception score or token entropy .* in rows \[1\] "
+                                                 r"of the micro-batch on process 0; row 1 completion: "):
+        loss_and_grads(trainer, inputs)
+
+
+def _weights_of(trainer, inputs, monkeypatch):
+    seen = []
+    original = trainer_module.loss_multiplier
+    monkeypatch.setattr(trainer_module, "loss_multiplier", lambda w, lam: seen.append(w) or original(w, lam))
+    loss_and_grads(trainer, inputs)
+    return seen[-1]
+
+
+def test_nonfinite_rows_can_be_skipped_with_a_count(make_trainer, nan_hidden_states_in_row_1, monkeypatch):
+    trainer = make_trainer(weighting="pepo", schedule="constant", on_nonfinite="skip")
+    inputs = rollout(trainer)
+    clean = _weights_of(trainer, inputs, monkeypatch)
+    assert trainer._metrics["train"]["pepo/nonfinite_rows"] == [0]
+    nan_hidden_states_in_row_1(trainer)
+    skipped = _weights_of(trainer, inputs, monkeypatch)
+    mask = inputs["completion_mask"].bool()
+    assert torch.equal(skipped[1][mask[1]], torch.ones(int(mask[1].sum())))  # row 1: the base algorithm
+    assert not torch.equal(clean[1][mask[1]], torch.ones(int(mask[1].sum())))
+    others = [0, 2, 3]
+    assert torch.equal(skipped[others], clean[others])  # other rows untouched
+    assert trainer._metrics["train"]["pepo/nonfinite_rows"] == [0, 1]
+    assert all(math.isfinite(v) for v in trainer._metrics["train"]["pepo/weight/p100"])  # bad rows left out
+
+
+def test_infinite_entropy_from_the_logits_fails_loudly(make_trainer, monkeypatch):
+    trainer = make_trainer(weighting="exploration", schedule="constant")
+    inputs = rollout(trainer)
+    original = GRPOTrainer._get_per_token_logps_and_entropies
+
+    def inf_entropy(self, *args, **kwargs):
+        logps, entropies, *rest = original(self, *args, **kwargs)
+        if entropies is not None:
+            entropies = entropies.clone()
+            entropies[2, 0] = float("inf")
+        return (logps, entropies, *rest)
+
+    monkeypatch.setattr(GRPOTrainer, "_get_per_token_logps_and_entropies", inf_entropy)
+    with pytest.raises(FloatingPointError, match=r"step 0: .* in rows \[2\]"):
+        loss_and_grads(trainer, inputs)
