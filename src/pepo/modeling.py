@@ -82,6 +82,7 @@ def load_model_and_processor(
     dtype: str | torch.dtype | None = None,
     device: str | torch.device | None = None,
     trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Load a local VLM checkpoint and its processor, offline.
 
@@ -92,6 +93,8 @@ def load_model_and_processor(
             is what CPU training wants.
         device: where to move the model (``"cpu"``, ``"cuda:0"``); ``None`` leaves it on CPU.
         trust_remote_code: passed to both loaders (needed by some InternVL releases).
+        attn_implementation: ``"sdpa"``, ``"flash_attention_2"`` (the paper's setup, GPU only),
+            ``"eager"``; ``None`` lets transformers choose.
 
     Returns:
         ``(model, processor)``; the model is in eval mode.
@@ -110,7 +113,7 @@ def load_model_and_processor(
         dtype = _DTYPES[dtype]
     model = AutoModelForImageTextToText.from_pretrained(
         path, dtype=dtype if dtype is not None else torch.float32, local_files_only=True,
-        trust_remote_code=trust_remote_code,
+        trust_remote_code=trust_remote_code, attn_implementation=attn_implementation,
     )
     processor = AutoProcessor.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
     if device is not None:

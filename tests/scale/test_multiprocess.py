@@ -98,3 +98,21 @@ def test_two_processes_train_like_one(two_process_run, one_process_run, tiny_vlm
     assert differ < PARAM_ATOL, f"2 processes vs 1: max parameter difference {differ:.2e} (moved {moved:.2e})"
     grad_norms = [e["grad_norm"] for e in one_process_run["logs"] if "grad_norm" in e]
     assert len(grad_norms) == 2 and all(g > 0 for g in grad_norms)
+
+
+@pytest.mark.slow
+def test_two_process_pepo_train_builds_the_embedded_model_and_data_once(tmp_path):
+    # `model_name_or_path: embedded` / `train_file: embedded` from an empty output_dir: the main
+    # process writes the tiny model and the synthetic data while the other waits for it (before
+    # main_process_first both wrote at once and one read a half-written train.jsonl).
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(GLOO_CONFIG),
+           "--main_process_port", str(free_port()), "-m", "pepo", "train",
+           "--config", str(ROOT / "recipes" / "pepo_g_tiny.yaml"), "--output_dir", str(out),
+           "--max_steps", "1", "--disable_tqdm", "true"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = (out / "embedded_data" / "train.jsonl").read_text().splitlines()
+    assert len(lines) == 16 and all(json.loads(line)["solution"] for line in lines)
+    assert (out / "model.safetensors").is_file()

@@ -40,6 +40,8 @@ TASK_MAX_LENGTH = {"geometry3k": 1024, "virl39k": 1024, "grounding_refcoco": 512
 TASK_BETA = {"virl39k": 0.01}
 TASK_REWARD = {"grounding_refcoco": "grounding_iou", "fewshot_fgvc_aircraft": "choice", "fewshot_flower102": "choice",
                "puzzles": "choice"}
+TASK_TRAIN_FORMAT = {"grounding_refcoco": "refcoco", "fewshot_fgvc_aircraft": "fgvc_aircraft",
+                     "fewshot_flower102": "flower102", "puzzles": "puzzlevqa"}
 LAUNCH = re.compile(r"^# accelerate launch --config_file (recipes/accelerate/\S+\.yaml) -m pepo train --config (\S+\.yaml)$")
 
 
@@ -116,6 +118,8 @@ def test_paper_recipe_means_what_the_spec_says(path):
     assert args.use_vllm and args.vllm_mode == "colocate" and args.vllm_gpu_memory_utilization == 0.6
     assert set(script_args.reward_funcs) <= set(REWARD_FUNCTIONS) and "format" in script_args.reward_funcs
     assert TASK_REWARD.get(task, "accuracy") in script_args.reward_funcs
+    # the training data's reader is the task's own published format (pepo.data.BENCHMARKS)
+    assert script_args.train_format == TASK_TRAIN_FORMAT.get(task, "geometry3k")
 
 
 @pytest.mark.parametrize("path", PAPER + QWEN_GEOMETRY, ids=lambda p: p.stem)

@@ -32,6 +32,13 @@ class TrainScriptArguments:
             "synthetic task of pepo.embedded under <output_dir>/embedded_data (for the tiny-model recipes).",
         },
     )
+    train_format: str = field(
+        default="geometry3k",
+        metadata={
+            "help": "Reader of train_file, a benchmark name of pepo.data.BENCHMARKS (geometry3k, refcoco, "
+            "fgvc_aircraft, puzzlevqa, ...): the grounding, few-shot and puzzle recipes train on those formats.",
+        },
+    )
     image_root: str | None = field(
         default=None,
         metadata={"help": "Folder the records' image paths are relative to (default: the JSONL's folder)."},
@@ -62,17 +69,19 @@ def _embedded_model(output_dir: Path, seed: int) -> Path:
     return path if (path / "config.json").is_file() else build_tiny_vlm(path, seed=seed)
 
 
-def _train_dataset(script_args: TrainScriptArguments, output_dir: Path):
-    from pepo.data import load_geometry3k, to_grpo_dataset
+def _train_dataset(script_args: TrainScriptArguments, output_dir: Path, training_args):
+    from pepo.data import load_benchmark, to_grpo_dataset
 
     train_file = script_args.train_file
     if train_file == EMBEDDED:
         from pepo.embedded import generate_split
 
         train_file = output_dir / "embedded_data" / "train.jsonl"
-        if not train_file.is_file():
-            generate_split(train_file.parent, "train", script_args.max_train_samples or 256, seed=0)
-    loaded = load_geometry3k(train_file, image_root=script_args.image_root)
+        # under `accelerate launch` one process writes the data while the others wait for it
+        with training_args.main_process_first(desc="embedded training data"):
+            if not train_file.is_file():
+                generate_split(train_file.parent, "train", script_args.max_train_samples or 256, seed=0)
+    loaded = load_benchmark(script_args.train_format, train_file, image_root=script_args.image_root)
     records = loaded.records[: script_args.max_train_samples] if script_args.max_train_samples else loaded.records
     return to_grpo_dataset(records)
 
@@ -90,15 +99,17 @@ def build_trainer(script_args: TrainScriptArguments, training_args, model_args):
     if model_path is None:
         raise ValueError("pepo train: set model_name_or_path (a local checkpoint directory, or 'embedded')")
     if model_path == EMBEDDED:
-        model_path = _embedded_model(output_dir, training_args.seed)
+        with training_args.main_process_first(desc="embedded tiny model"):
+            model_path = _embedded_model(output_dir, training_args.seed)
     model, processor = load_model_and_processor(
-        model_path, dtype=model_args.dtype or "float32", trust_remote_code=training_args.trust_remote_code
+        model_path, dtype=model_args.dtype or "float32", trust_remote_code=training_args.trust_remote_code,
+        attn_implementation=model_args.attn_implementation,
     )
     return PEPOTrainer(
         model=model,
         reward_funcs=[get_reward(name) for name in script_args.reward_funcs],
         args=training_args,
-        train_dataset=_train_dataset(script_args, output_dir),
+        train_dataset=_train_dataset(script_args, output_dir, training_args),
         processing_class=processor,
         peft_config=get_peft_config(model_args),
     )
