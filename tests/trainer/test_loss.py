@@ -225,3 +225,20 @@ def test_text_only_rows_get_unit_weights(make_trainer, spy_weights):
     loss_and_grads(trainer, inputs)
     weights, mask = spy_weights[0]["weights"], inputs["completion_mask"].bool()
     assert torch.equal(weights[mask], torch.ones_like(weights[mask]))
+
+
+@pytest.mark.parametrize("loss_type", ("grpo", "dapo"))
+def test_log_signals_logs_a_baselines_signals_and_leaves_its_loss_alone(make_trainer, loss_type):
+    trl = make_trainer(cls=GRPOTrainer, loss_type=loss_type)
+    baseline = make_trainer(weighting="none", log_signals=True, loss_type=loss_type)
+    pepo = make_trainer(weighting="pepo", loss_type=loss_type)
+    inputs = uneven_masks(rollout(trl))
+    assert_same(loss_and_grads(trl, inputs), loss_and_grads(baseline, inputs), rtol=0, atol=0)
+    loss_and_grads(pepo, inputs)
+    logged, reference = baseline._metrics["train"], pepo._metrics["train"]
+    # the same forward of the same weights: the same similarity and entropy PEPO reads (Figure 6)
+    assert logged["pepo/visual_similarity"] == reference["pepo/visual_similarity"] != []
+    assert logged["pepo/entropy/p50" if "pepo/entropy/p50" in logged else "pepo/entropy/p40"] == \
+        reference["pepo/entropy/p50" if "pepo/entropy/p50" in reference else "pepo/entropy/p40"]
+    # nothing is weighted: no lambda, no weight percentiles
+    assert "pepo/lambda" not in logged and "pepo/weight/p0" not in logged

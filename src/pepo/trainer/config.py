@@ -100,6 +100,14 @@ class PEPOConfig(GRPOConfig):
             "pepo/nonfinite_rows and go on. Either way it is one isfinite check on the (B, T) signals.",
         },
     )
+    log_signals: bool = field(
+        default=False,
+        metadata={
+            "help": "With weighting='none' (GRPO, DAPO, High-Entropy RL), still read the policy forward's hidden "
+            "states and entropies to log pepo/visual_similarity and pepo/entropy/p*, so the baselines' training "
+            "dynamics compare with PEPO's (paper Figure 6). The loss is unchanged; costs PEPO's reduction time.",
+        },
+    )
     freeze_vision_tower: bool = field(
         default=False,
         metadata={"help": "Freeze the vision encoder (no gradient, no optimizer state)."},

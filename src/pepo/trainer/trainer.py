@@ -133,7 +133,7 @@ class PEPOTrainer(GRPOTrainer):
     # ---- the loss -------------------------------------------------------------------------------
 
     def _compute_loss(self, model, inputs):
-        if self.args.weighting == "none":
+        if self.args.weighting == "none" and not self.args.log_signals:
             return super()._compute_loss(model, inputs)
         # A shallow copy: TRL reuses buffered inputs across iterations, and we replace "advantages".
         inputs = dict(inputs)
@@ -160,7 +160,8 @@ class PEPOTrainer(GRPOTrainer):
             return forward()
         self._pepo_armed = None  # exactly one forward per loss
         vision_mask = image_token_mask(input_ids, self.image_token_id)
-        if self.args.weighting in MODES_USING_PERCEPTION and self.image_token_id is not None:
+        wants_perception = self.args.weighting in MODES_USING_PERCEPTION or self.args.weighting == "none"
+        if wants_perception and self.image_token_id is not None:
             out, perception = self._forward_with_perception(forward, model, vision_mask, logits_to_keep, batch_size)
         else:
             out, perception = forward(), None
@@ -214,6 +215,9 @@ class PEPOTrainer(GRPOTrainer):
         mask = inputs["completion_mask"]
         if "tool_mask" in inputs:
             mask = mask * inputs["tool_mask"]
+        if self.args.weighting == "none":  # log_signals: the base algorithm's signals, logged, advantages untouched
+            self._log_pepo_metrics(perception, entropies, None, mask.bool(), has_image, None)
+            return
         uses_image = self.args.weighting in MODES_USING_PERCEPTION
         valid = mask.bool()
         # NaN/inf in the hidden states or logits shows up here: one isfinite over the (B, T) signals
@@ -265,12 +269,15 @@ class PEPOTrainer(GRPOTrainer):
     def _log_pepo_metrics(self, perception, entropies, weights, valid, has_image, lam) -> None:
         mode = "train" if self.model.training else "eval"
         metrics = self._metrics[mode]
-        metrics["pepo/lambda"].append(lam)
+        if lam is not None:
+            metrics["pepo/lambda"].append(lam)
         image_rows = valid & has_image.unsqueeze(1)
         similarity = self._gathered_valid(perception, image_rows)
         if similarity.numel() > 0:
             metrics["pepo/visual_similarity"].append(similarity.mean().item())
         for name, values in (("entropy", entropies), ("weight", weights)):
+            if values is None:
+                continue
             gathered = self._gathered_valid(values, valid)
             if gathered.numel() == 0:
                 continue
@@ -280,7 +287,8 @@ class PEPOTrainer(GRPOTrainer):
 
     def training_step(self, model, inputs, num_items_in_batch):
         output = super().training_step(model, inputs, num_items_in_batch)
-        if self._step % self.current_gradient_accumulation_steps == 0:
+        # PEPO's cost is only PEPO's: a baseline's log_signals time is not reported as rho
+        if self.args.weighting != "none" and self._step % self.current_gradient_accumulation_steps == 0:
             # TRL just logged this optimiser step's wall time (generation included) as step_time
             step_time = self._metrics["train"]["step_time"][-1]
             self._metrics["train"]["pepo/time_s"].append(self._pepo_seconds)
