@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pepo.core import perception_scores
-from pepo.trainer.image_tokens import image_token_mask
+from pepo.image_tokens import image_token_mask
 
 IMAGE = 7  # the image placeholder id of these synthetic batches
 

@@ -22,7 +22,7 @@ import yaml
 
 from pepo.rewards import REWARD_FUNCTIONS
 from pepo.trainer.cli import parse
-from pepo.trainer.image_tokens import resolve_image_token_id
+from pepo.image_tokens import resolve_image_token_id
 
 from .families import FAMILIES, FamilyVocabulary, family_of
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from pepo.core import PerceptionAccumulator, perception_scores
 from pepo.trainer.capture import HiddenStateCapture, language_model_of
-from pepo.trainer.image_tokens import image_token_mask, resolve_image_token_id
+from pepo.image_tokens import image_token_mask, resolve_image_token_id
 
 from .families import FAMILIES, build
 

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 def _image_token_id(model, processor) -> int | None:
-    from pepo.trainer.image_tokens import resolve_image_token_id
+    from pepo.image_tokens import resolve_image_token_id
 
     return resolve_image_token_id(model.config, processor)
 

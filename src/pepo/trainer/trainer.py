@@ -53,7 +53,7 @@ from pepo.core import PerceptionAccumulator, loss_multiplier, progressive_lambda
 from pepo.trainer.capture import HiddenStateCapture, language_model_of
 from pepo.trainer.config import PEPOConfig
 from pepo.trainer.dynamic_sampling import DynamicSampler
-from pepo.trainer.image_tokens import image_token_mask, resolve_image_token_id
+from pepo.image_tokens import image_token_mask, resolve_image_token_id
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from pepo.trainer.capture import language_model_of
-from pepo.trainer.image_tokens import image_token_mask, resolve_image_token_id
+from pepo.image_tokens import image_token_mask, resolve_image_token_id
 
-from .families import FAMILIES, build, word_tokenizer
+from tests.trainer.families import FAMILIES, build, word_tokenizer
 
 
 def positions_overwritten_by_vision(model, inputs) -> torch.Tensor:
