@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 start, train, out / f"{method}_seed{seed}", method, max_steps=settings.rl_steps,
                 prompts_per_step=settings.rl_prompts_per_step, num_generations=settings.num_generations,
                 learning_rate=settings.rl_learning_rate, max_completion_length=settings.max_completion_length, seed=seed,
-                freeze_vision_tower=settings.rl_freeze_vision_tower,
+                freeze_vision_tower=settings.rl_freeze_vision_tower, loss_type=settings.rl_loss_type,
             )
             seconds[method].append(time.perf_counter() - t)
             scores[method].append(evaluate(result.checkpoint))

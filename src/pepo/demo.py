@@ -26,24 +26,29 @@ from pathlib import Path
 
 import torch
 
+from pepo.embedded.synthetic import DEFAULT_QUESTION_TYPES, QUESTION_TYPES
+
 DEFAULT_METHODS = ("grpo", "pepo_g")
 
 
 @dataclass(frozen=True)
 class DemoSettings:
-    n_train: int = 8192
+    qtypes: tuple[str, ...] = DEFAULT_QUESTION_TYPES  # no position questions: see pepo.embedded.synthetic
+    chain: str = "short"  # reference chains that state the one fact seen
+    n_train: int = 48000  # the warm start sees most examples once (1500 of its <= 2000 steps are one epoch)
     n_val: int = 128
     n_test: int = 256
-    sft_max_steps: int = 1500
-    sft_eval_every: int = 100
-    sft_target: float = 0.5  # stop the warm start once sampled val accuracy reaches this
+    sft_max_steps: int = 2000  # the cosine schedule's length; the validation check stops it earlier
+    sft_eval_every: int = 50
+    sft_target: float = 0.6  # stop the warm start once sampled val accuracy reaches this (mid-jump)
     sft_learning_rate: float = 1e-3
-    rl_steps: int = 100
+    rl_steps: int = 150
     rl_prompts_per_step: int = 32
-    rl_learning_rate: float = 1e-4  # 5e-4 collapsed (-11 points), 2e-4 and 1e-4 were flat: see the report
-    rl_freeze_vision_tower: bool = False
+    rl_learning_rate: float = 2e-4  # >= 3e-4 collapsed in first experiments
+    rl_loss_type: str = "dapo"  # for every method: token-level normalisation over the batch
+    rl_freeze_vision_tower: bool = True
     num_generations: int = 8
-    max_completion_length: int = 48
+    max_completion_length: int = 16  # the short chains are <= 12 tokens
     eval_samples: int = 8
 
 
@@ -100,7 +105,8 @@ def run_demo(out: Path, methods: list[str], settings: DemoSettings, seed: int = 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     print(f"[1/5] generating the synthetic task under {out / 'data'}")
-    paths = generate_dataset(out / "data", n_train=settings.n_train, n_val=settings.n_val, n_test=settings.n_test, seed=seed)
+    paths = generate_dataset(out / "data", n_train=settings.n_train, n_val=settings.n_val, n_test=settings.n_test, seed=seed,
+                             qtypes=settings.qtypes, chain=settings.chain)
     train = load_rows(paths["train"])  # with the reference chains, for the warm start
     val, test = (load_geometry3k(paths[s], image_root=out / "data").records for s in ("val", "test"))
     print(f"[2/5] building the tiny Qwen2.5-VL under {out / 'tiny_vlm'}")
@@ -137,7 +143,7 @@ def run_demo(out: Path, methods: list[str], settings: DemoSettings, seed: int = 
             start, train, out / method, method, max_steps=settings.rl_steps,
             prompts_per_step=settings.rl_prompts_per_step, num_generations=settings.num_generations,
             learning_rate=settings.rl_learning_rate, max_completion_length=settings.max_completion_length, seed=seed,
-            freeze_vision_tower=settings.rl_freeze_vision_tower,
+            freeze_vision_tower=settings.rl_freeze_vision_tower, loss_type=settings.rl_loss_type,
         )
         timings[f"rl_{method}_s"] = result.seconds
         logs[method] = result.log
@@ -190,7 +196,9 @@ def _report(metrics: dict) -> str:
         f"Tiny Qwen2.5-VL on the synthetic 2x2-grid task; {metrics['n_test']} held-out test questions, "
         f"{s['eval_samples']} samples each at temperature 1.0 (avg@{s['eval_samples']}); seed {metrics['seed']}.",
         f"RL: {s['rl_steps']} steps x {s['rl_prompts_per_step']} prompts x {s['num_generations']} samples, "
-        f"lr {s['rl_learning_rate']}, from the same warm start.",
+        f"lr {s['rl_learning_rate']} (cosine to 0), loss_type {s['rl_loss_type']}, "
+        f"vision tower {'frozen' if s['rl_freeze_vision_tower'] else 'trained'}, from the same warm start.",
+        f"Task: question types {', '.join(s['qtypes'])}; {s['chain']} reference chains.",
         "",
         f"| method | avg@{s['eval_samples']} | majority | mean response length | rho | lift vs warm start (+- paired SE) "
         "| avg with blank image |",
@@ -230,6 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/demo", help="output folder (report, curves, checkpoints)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rl-steps", type=int, default=None, help="override the number of RL steps")
+    parser.add_argument("--qtypes", default=None,
+                        help=f"comma-separated question types (default: {','.join(DEFAULT_QUESTION_TYPES)}; "
+                             f"all: {','.join(QUESTION_TYPES)})")
+    parser.add_argument("--chain", choices=("short", "long"), default=None,
+                        help="reference chain style (default short; long names positions and reasons in steps)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1 is fastest for this tiny model, and robust on a busy machine)")
     args = parser.parse_args(argv)
@@ -243,6 +256,14 @@ def main(argv: list[str] | None = None) -> int:
     settings = QUICK if args.quick else DemoSettings()
     if args.rl_steps is not None:
         settings = replace(settings, rl_steps=args.rl_steps)
+    if args.qtypes is not None:
+        qtypes = tuple(q.strip() for q in args.qtypes.split(",") if q.strip())
+        bad = [q for q in qtypes if q not in QUESTION_TYPES]
+        if bad or not qtypes:
+            parser.error(f"--qtypes: unknown question type(s) {bad}; choose from {list(QUESTION_TYPES)}")
+        settings = replace(settings, qtypes=qtypes)
+    if args.chain is not None:
+        settings = replace(settings, chain=args.chain)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     metrics = run_demo(out, methods, settings, seed=args.seed)

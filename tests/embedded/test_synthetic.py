@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from pepo.embedded.synthetic import (
+    CHAIN_STYLES,
     COLOURS,
+    DEFAULT_QUESTION_TYPES,
     POSITIONS,
     PROMPT_SUFFIX,
     QUESTION_TYPES,
@@ -45,14 +47,38 @@ def _expected_answer(problem) -> str:
 
 
 @settings(max_examples=300, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), qtype=st.sampled_from(QUESTION_TYPES))
-def test_answer_follows_from_the_scene(seed, qtype):
-    problem = make_problem(random.Random(seed), qtype)
+@given(seed=st.integers(0, 2**32 - 1), qtype=st.sampled_from(QUESTION_TYPES), chain=st.sampled_from(CHAIN_STYLES))
+def test_answer_follows_from_the_scene(seed, qtype, chain):
+    problem = make_problem(random.Random(seed), qtype, chain=chain)
     assert problem.qtype == qtype
     assert problem.answer == _expected_answer(problem)
     match = CHAIN.match(problem.chain)
     assert match and match["answer"] == problem.answer
     assert 2 <= sum(c is not None for c in problem.scene.cells) <= 4
+
+
+def test_chain_styles():
+    # Same draw, two styles: the short chain states the one fact; the long one names its position.
+    # Hand-worked: seed 0 -> "What colour is the square ?" with a purple square at the bottom left.
+    short = make_problem(random.Random(0), "colour_of_shape", chain="short")
+    long = make_problem(random.Random(0), "colour_of_shape", chain="long")
+    assert short.scene == long.scene and short.answer == long.answer
+    shape, colour = short.question.split()[4], short.answer
+    assert short.chain == f"<think> The {shape} is {colour} . </think> <answer> {colour} </answer>"
+    (pos,) = long.scene.where(shape=shape)
+    assert long.chain.startswith(f"<think> The {shape} is at the {pos} . It is {colour} .")
+    count = make_problem(random.Random(3), "count_shape", chain="short")
+    n = int(count.answer)
+    noun = count.question.split()[2] if n != 1 else count.question.split()[2][:-1]
+    assert count.chain == f"<think> There {'is' if n == 1 else 'are'} {n} {noun} . </think> <answer> {n} </answer>"
+
+
+def test_default_question_types_leave_out_positions():
+    rng = random.Random(0)
+    assert {make_problem(rng).qtype for _ in range(400)} == set(DEFAULT_QUESTION_TYPES)
+    assert "shape_at" not in DEFAULT_QUESTION_TYPES
+    rng = random.Random(0)
+    assert {make_problem(rng, qtypes=QUESTION_TYPES).qtype for _ in range(400)} == set(QUESTION_TYPES)
 
 
 @settings(max_examples=100, deadline=None)
@@ -83,7 +109,7 @@ def test_answers_are_balanced_so_the_image_is_needed():
     rng = random.Random(0)
     answers = collections.defaultdict(collections.Counter)
     for _ in range(3000):
-        problem = make_problem(rng)
+        problem = make_problem(rng, qtypes=QUESTION_TYPES)
         answers[problem.qtype][problem.answer] += 1
     assert set(answers) == set(QUESTION_TYPES)
     expected_options = {"colour_of_shape": 5, "shape_of_colour": 4, "shape_at": 4, "count_shape": 4, "count_colour": 4}
@@ -126,6 +152,10 @@ def test_splits_use_different_streams(tmp_path):
     assert questions["train"] != questions["val"] != questions["test"]
 
 
-def test_unknown_question_type_is_refused():
+def test_unknown_question_type_or_chain_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown question type"):
         make_problem(random.Random(0), "colour_of_everything")
+    with pytest.raises(ValueError, match="unknown question type"):
+        generate_split(tmp_path, "val", 2, seed=0, qtypes=("shape_at", "size_of_shape"))
+    with pytest.raises(ValueError, match="unknown chain style"):
+        make_problem(random.Random(0), chain="medium")

@@ -96,10 +96,10 @@ def test_model_without_an_image_token_warns_and_trains_as_the_base_algorithm(mak
 
 def test_prompt_longer_than_the_model_positions_is_refused(make_trainer, fresh_model):
     model = fresh_model()
-    model.config.text_config.max_position_embeddings = 20  # the tiny prompt is 17 tokens, + 8 to generate
+    model.config.text_config.max_position_embeddings = 30  # the tiny prompt is 26 tokens (system turn included), + 8 to generate
     trainer = make_trainer(model=model, max_completion_length=8)
-    with pytest.raises(ValueError, match=r"step 0, generation batch row 0: the prompt has 17 tokens \(images "
-                                         r"expanded\) \+ max_completion_length 8 > the model's max_position_embeddings 20"):
+    with pytest.raises(ValueError, match=r"step 0, generation batch row 0: the prompt has 26 tokens \(images "
+                                         r"expanded\) \+ max_completion_length 8 > the model's max_position_embeddings 30"):
         rollout(trainer)
 
 

@@ -86,6 +86,7 @@ def warm_start(
     eval_samples: int = 2,
     max_new_tokens: int = 48,
     seed: int = 0,
+    weight_decay: float = 0.0,
 ) -> tuple[Path, list[dict]]:
     """TRL ``SFTTrainer`` on the reference chains (completion-only loss), stopped at the first
     validation check whose sampled accuracy (avg@``eval_samples`` of :func:`pepo.evaluation.evaluate_model`
@@ -103,10 +104,11 @@ def warm_start(
         max_steps=max_steps,
         per_device_train_batch_size=batch_size,
         learning_rate=learning_rate,
+        adam_beta1=0.9,
         adam_beta2=0.98,
         lr_scheduler_type="cosine",
         warmup_steps=0,
-        weight_decay=0.0,
+        weight_decay=weight_decay,
         logging_steps=eval_every,
         save_strategy="no",
         report_to=[],
@@ -194,11 +196,13 @@ def rl_train(
     gate_temperature: float = 1.0,
     freeze_vision_tower: bool = True,
     warmup_steps: int = 0,
+    loss_type: str | None = None,
 ) -> RLResult:
     """RL from the checkpoint ``start`` with ``method`` (a key of :data:`RL_METHODS`), through
     :class:`pepo.trainer.PEPOTrainer`: one optimiser step per generation batch of
     ``prompts_per_step * num_generations`` completions (on-policy), exact-match reward, no KL
-    (beta = 0, no reference model), cosine learning rate to 0."""
+    (beta = 0, no reference model), cosine learning rate to 0. ``loss_type`` (e.g. ``"dapo"``:
+    token-level normalisation over the whole batch) replaces the method's own when given."""
     from datasets import Dataset
 
     from pepo.rewards import choice_reward
@@ -237,7 +241,8 @@ def rl_train(
         gate_alpha=gate_alpha,
         gate_temperature=gate_temperature,
         freeze_vision_tower=freeze_vision_tower,
-        **RL_METHODS[method],
+        log_signals=True,  # visual similarity / entropy curves for the baselines too (paper Figure 6)
+        **{**RL_METHODS[method], **({"loss_type": loss_type} if loss_type else {})},
     )
     step_log = _StepLog()
     trainer = PEPOTrainer(

@@ -9,13 +9,17 @@ two to four cells hold a coloured shape. Questions ask what can only be read fro
 * ``count_shape``      "How many circles are there ?"           -> ``2``
 * ``count_colour``     "How many blue shapes are there ?"       -> ``1``
 
+The demo's default (:data:`DEFAULT_QUESTION_TYPES`) is the four types without ``shape_at``, with
+short chains: on the tiny VLM that regime let RL lift avg@8 by about 10 points, while position
+questions and long chains left RL little to improve (both stay available: ``qtypes=``, ``chain=``).
+
 The answer is balanced over its options by construction (the scene is drawn first, the asked
 object uniformly among the valid ones), so a model that cannot see does no better than chance.
 
-Every record carries a reference chain of thought ``<think> ... </think> <answer> ... </answer>``
-whose steps name what is seen (positions, colours, shapes: the visual words PEPO's perception
-prior should find) and reason over it (``So``, ``Therefore``: the turns its entropy signal should
-find). Records are written in the Geometry3K JSONL layout of the spec (section 8), with images on
+Every record carries a reference chain of thought ``<think> ... </think> <answer> ... </answer>``.
+``chain="short"`` states the one fact seen (``The triangle is purple .``); ``chain="long"``
+names positions, colours and shapes (the visual words PEPO's perception prior should find) and
+reasons over them (``So``, ``Therefore``: the turns its entropy signal should find). Records are written in the Geometry3K JSONL layout of the spec (section 8), with images on
 disk and paths relative to the JSONL's folder, plus two extra fields, ``reference`` (the chain)
 and ``qtype``.
 
@@ -32,7 +36,9 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 __all__ = [
+    "CHAIN_STYLES",
     "COLOURS",
+    "DEFAULT_QUESTION_TYPES",
     "POSITIONS",
     "PROMPT_SUFFIX",
     "QUESTION_TYPES",
@@ -63,6 +69,8 @@ SHAPES = ("circle", "square", "triangle", "diamond")
 PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "diamond": "diamonds"}
 POSITIONS = ("top left", "top right", "bottom left", "bottom right")
 QUESTION_TYPES = ("colour_of_shape", "shape_of_colour", "shape_at", "count_shape", "count_colour")
+DEFAULT_QUESTION_TYPES = ("colour_of_shape", "shape_of_colour", "count_shape", "count_colour")
+CHAIN_STYLES = ("short", "long")
 IMAGE_SIZE = 56  # 2 x 2 cells of 28 px = 2 x 2 merged 14 px patches of Qwen2-VL = 4 image tokens
 _CELL = IMAGE_SIZE // 2
 _BACKGROUND = (245, 245, 245)
@@ -108,11 +116,25 @@ def _count_chain(n: int, singular: str, plural: str, positions: list[str]) -> st
     return f"The {plural} are at {_listing(positions)} . Therefore there are {n} {plural} ."
 
 
-def make_problem(rng: random.Random, qtype: str | None = None) -> Problem:
-    """Draw one problem. ``qtype=None`` draws the question type uniformly."""
-    qtype = qtype or rng.choice(QUESTION_TYPES)
-    if qtype not in QUESTION_TYPES:
-        raise ValueError(f"unknown question type {qtype!r}; expected one of {QUESTION_TYPES}")
+def _check(qtypes: tuple[str, ...], chain: str) -> None:
+    unknown = [q for q in qtypes if q not in QUESTION_TYPES]
+    if unknown or not qtypes:
+        raise ValueError(f"unknown question type(s) {unknown or qtypes!r}; expected a non-empty subset of {QUESTION_TYPES}")
+    if chain not in CHAIN_STYLES:
+        raise ValueError(f"unknown chain style {chain!r}; expected one of {CHAIN_STYLES}")
+
+
+def make_problem(
+    rng: random.Random,
+    qtype: str | None = None,
+    *,
+    qtypes: tuple[str, ...] = DEFAULT_QUESTION_TYPES,
+    chain: str = "short",
+) -> Problem:
+    """Draw one problem. ``qtype=None`` draws the question type uniformly from ``qtypes``;
+    ``chain`` is the reference chain's style (``"short"`` or ``"long"``)."""
+    _check((qtype,) if qtype else tuple(qtypes), chain)
+    qtype = qtype or rng.choice(tuple(qtypes))
     # Counts are drawn before the scene (0 to 3, uniform) so that no count is a free guess;
     # the rejection loop below then redraws scenes until one has that count.
     count = rng.randint(0, 3)
@@ -123,7 +145,7 @@ def make_problem(rng: random.Random, qtype: str | None = None) -> Problem:
             (rng.choice(list(COLOURS)), rng.choice(SHAPES)) if i in occupied else None for i in range(4)
         )
         scene = Scene(cells)
-        problem = _pose(rng, scene, qtype, count)
+        problem = _pose(rng, scene, qtype, count, chain == "short")
         if problem is not None:
             break
     jitter = tuple(rng.randint(-2, 2) for _ in range(12))
@@ -132,7 +154,11 @@ def make_problem(rng: random.Random, qtype: str | None = None) -> Problem:
     return Problem(scene, qtype, question, answer, chain, jitter)
 
 
-def _pose(rng: random.Random, scene: Scene, qtype: str, n: int) -> tuple[str, str, str] | None:
+def _short_count(n: int, singular: str, plural: str) -> str:
+    return f"There is 1 {singular} ." if n == 1 else f"There are {n} {plural} ."
+
+
+def _pose(rng: random.Random, scene: Scene, qtype: str, n: int, short: bool) -> tuple[str, str, str] | None:
     objects = [c for c in scene.cells if c is not None]
     if qtype == "colour_of_shape":
         unique = [s for s in SHAPES if sum(o[1] == s for o in objects) == 1]
@@ -141,7 +167,8 @@ def _pose(rng: random.Random, scene: Scene, qtype: str, n: int) -> tuple[str, st
         shape = rng.choice(unique)
         (pos,) = scene.where(shape=shape)
         colour = next(o[0] for o in objects if o[1] == shape)
-        think = f"The {shape} is at the {pos} . It is {colour} . So the answer is {colour} ."
+        think = (f"The {shape} is {colour} ." if short
+                 else f"The {shape} is at the {pos} . It is {colour} . So the answer is {colour} .")
         return f"What colour is the {shape} ?", colour, think
     if qtype == "shape_of_colour":
         unique = [c for c in COLOURS if sum(o[0] == c for o in objects) == 1]
@@ -150,26 +177,30 @@ def _pose(rng: random.Random, scene: Scene, qtype: str, n: int) -> tuple[str, st
         colour = rng.choice(unique)
         (pos,) = scene.where(colour=colour)
         shape = next(o[1] for o in objects if o[0] == colour)
-        think = f"The {colour} shape is at the {pos} . It is a {shape} . So the answer is {shape} ."
+        think = (f"The {colour} shape is a {shape} ." if short
+                 else f"The {colour} shape is at the {pos} . It is a {shape} . So the answer is {shape} .")
         return f"Which shape is {colour} ?", shape, think
     if qtype == "shape_at":
         pos = rng.choice(scene.where())
         colour, shape = scene.cells[POSITIONS.index(pos)]
-        think = f"At the {pos} there is a {colour} {shape} . So the answer is {shape} ."
+        think = (f"At the {pos} there is a {shape} ." if short
+                 else f"At the {pos} there is a {colour} {shape} . So the answer is {shape} .")
         return f"What shape is at the {pos} ?", shape, think
     if qtype == "count_shape":
         options = [s for s in SHAPES if len(scene.where(shape=s)) == n]
         if not options:
             return None
         shape = rng.choice(options)
-        think = _count_chain(n, shape, PLURALS[shape], scene.where(shape=shape))
+        think = (_short_count(n, shape, PLURALS[shape]) if short
+                 else _count_chain(n, shape, PLURALS[shape], scene.where(shape=shape)))
         return f"How many {PLURALS[shape]} are there ?", str(n), think
     # count_colour
     options = [c for c in COLOURS if len(scene.where(colour=c)) == n]
     if not options:
         return None
     colour = rng.choice(options)
-    think = _count_chain(n, f"{colour} shape", f"{colour} shapes", scene.where(colour=colour))
+    think = (_short_count(n, f"{colour} shape", f"{colour} shapes") if short
+             else _count_chain(n, f"{colour} shape", f"{colour} shapes", scene.where(colour=colour)))
     return f"How many {colour} shapes are there ?", str(n), think
 
 
@@ -205,10 +236,19 @@ def prompt_text(question: str) -> str:
     return f"<image>\n{question}\n\n{PROMPT_SUFFIX}"
 
 
-def generate_split(out_dir: str | Path, split: str, n: int, seed: int) -> Path:
+def generate_split(
+    out_dir: str | Path,
+    split: str,
+    n: int,
+    seed: int,
+    *,
+    qtypes: tuple[str, ...] = DEFAULT_QUESTION_TYPES,
+    chain: str = "short",
+) -> Path:
     """Write ``n`` problems to ``out_dir/<split>.jsonl`` and their images to
     ``out_dir/images/<split>/``; image paths in the records are relative to ``out_dir``.
-    The same ``(split, n, seed)`` writes the same bytes."""
+    The same ``(split, n, seed, qtypes, chain)`` writes the same bytes."""
+    _check(tuple(qtypes), chain)
     out_dir = Path(out_dir)
     image_dir = out_dir / "images" / split
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -216,7 +256,7 @@ def generate_split(out_dir: str | Path, split: str, n: int, seed: int) -> Path:
     path = out_dir / f"{split}.jsonl"
     with path.open("w", encoding="utf-8") as f:
         for i in range(n):
-            problem = make_problem(rng)
+            problem = make_problem(rng, qtypes=qtypes, chain=chain)
             rel = f"images/{split}/{i:06d}.png"
             render(problem).save(out_dir / rel)
             record = {
@@ -231,25 +271,33 @@ def generate_split(out_dir: str | Path, split: str, n: int, seed: int) -> Path:
 
 
 def generate_dataset(
-    out_dir: str | Path, *, n_train: int = 4096, n_val: int = 256, n_test: int = 512, seed: int = 0
+    out_dir: str | Path,
+    *,
+    n_train: int = 4096,
+    n_val: int = 256,
+    n_test: int = 512,
+    seed: int = 0,
+    qtypes: tuple[str, ...] = DEFAULT_QUESTION_TYPES,
+    chain: str = "short",
 ) -> dict[str, Path]:
     """Write the train / val / test splits (different random streams, same seed)."""
     return {
-        split: generate_split(out_dir, split, n, seed)
+        split: generate_split(out_dir, split, n, seed, qtypes=qtypes, chain=chain)
         for split, n in (("train", n_train), ("val", n_val), ("test", n_test))
     }
 
 
 def corpus(n_samples: int = 2000, seed: int = 0) -> list[str]:
     """Text the embedded tokenizer is trained on: every word the task can produce (an explicit
-    word list, so rare combinations are covered) plus sampled prompts and chains."""
+    word list, so rare combinations are covered) plus sampled prompts and chains of every question
+    type and chain style (one tokenizer serves every task variant)."""
     words = (
         list(COLOURS) + list(SHAPES) + list(PLURALS.values())
         + [w for p in POSITIONS for w in p.split()] + [str(n) for n in range(10)]
     )
     lines = [" ".join(words), PROMPT_SUFFIX, "system user assistant You are a helpful assistant ."]
     rng = random.Random(f"pepo-corpus/{seed}")
-    for _ in range(n_samples):
-        problem = make_problem(rng)
+    for i in range(n_samples):
+        problem = make_problem(rng, qtypes=QUESTION_TYPES, chain=CHAIN_STYLES[i % 2])
         lines.append(problem.question + " " + problem.chain)
     return lines

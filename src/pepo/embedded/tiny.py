@@ -41,9 +41,13 @@ SPECIAL_TOKENS = [
 TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>", "<image>"]
 UNK = "[UNK]"
 
-# Qwen2-VL's chat template, minus tools and video, and without the default system turn (it would
-# add 8 tokens to every prompt of a model whose whole prompt is ~35 tokens).
+# Qwen2-VL's chat template, minus tools and video, with its default system turn. The system turn
+# matters here: without it the image tokens are the first content tokens of every prompt, and the
+# warm start turned them into a constant, image-independent block (vision features' norm grew
+# from 0.3 to 24 while their spread over images stayed ~0.03) and never learned to see in 1200
+# steps; with it, sampled validation accuracy rose from chance (0.25) to 0.36 by step 1200.
 CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant .<|im_end|>\n{% endif %}"
     "{% for message in messages %}"
     "<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}"
