@@ -28,8 +28,9 @@ class TrainScriptArguments:
     train_file: str = field(
         default=EMBEDDED,
         metadata={
-            "help": "Training records in the Geometry3K JSONL layout (see pepo.data). 'embedded' generates the "
-            "synthetic task of pepo.embedded under <output_dir>/embedded_data (for the tiny-model recipes).",
+            "help": "Training records, read by the reader train_format names (Geometry3K JSONL by default; see "
+            "pepo.data). 'embedded' generates the synthetic task of pepo.embedded under <output_dir>/embedded_data "
+            "(for the tiny-model recipes).",
         },
     )
     train_format: str = field(
