@@ -49,3 +49,12 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     tuned, _ = load_model_and_processor(out / "pepo_g" / "checkpoint")
     start_state, tuned_state = start.state_dict(), tuned.state_dict()
     assert any(not torch.equal(start_state[k], tuned_state[k]) for k in start_state)
+
+    # The warm start trained the projector (merger) and the language model, not the vision tower.
+    built, _ = load_model_and_processor(out / "tiny_vlm")
+    built_state = built.state_dict()
+    tower = [k for k in built_state if ".visual." in k and ".merger." not in k]
+    merger = [k for k in built_state if ".merger." in k]
+    assert tower and merger
+    assert all(torch.equal(built_state[k], start_state[k]) for k in tower)
+    assert any(not torch.equal(built_state[k], start_state[k]) for k in merger)

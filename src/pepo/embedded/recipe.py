@@ -87,17 +87,29 @@ def warm_start(
     max_new_tokens: int = 48,
     seed: int = 0,
     weight_decay: float = 0.0,
+    freeze_vision_tower: bool = True,
 ) -> tuple[Path, list[dict]]:
     """TRL ``SFTTrainer`` on the reference chains (completion-only loss), stopped at the first
     validation check whose sampled accuracy (avg@``eval_samples`` of :func:`pepo.evaluation.evaluate_model`
     on ``val_records``) reaches ``target_accuracy``, else at ``max_steps``.
+
+    ``freeze_vision_tower`` keeps the vision tower at its initial weights and trains the projector
+    (Qwen's ``merger``) and the language model, as LLaVA's first stage does. On the tiny VLM this is
+    what lets the warm start learn to see. The random tower already separates what the task asks:
+    a linear probe on its image tokens reads each cell's colour at 100% and its shape at 99%.
+    Trained along with the rest, the tower blurred that (shape probe down to 90%) and sampled
+    validation accuracy stayed at chance (23-27%) for 1200 steps. Frozen, validation accuracy was
+    40% at step 1000 and 69% at step 2000.
     Returns the saved checkpoint directory and the validation log."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     from pepo.evaluation import evaluate_model
+    from pepo.trainer.trainer import freeze_vision
 
     model, processor = load_model_and_processor(model_path)
+    if freeze_vision_tower:
+        freeze_vision(model, tower=True, projector=False)
     dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "completion", "images")} for r in train_rows])
     args = SFTConfig(
         output_dir=str(output_dir),
