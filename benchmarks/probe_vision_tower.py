@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     n_train = 4 * (3 * args.scenes // 4)
     print(f"linear probe, {args.scenes - n_train // 4} held-out scenes x 4 cells")
-    print("| checkpoint | feature norm | colour acc | shape acc | majority class |")
+    print("| checkpoint | feature norm | colour acc | shape acc | shape majority class |")
     print("|---|---:|---:|---:|---:|")
     for path in args.checkpoints:
         model, processor = load_model_and_processor(path)

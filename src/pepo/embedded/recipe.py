@@ -98,7 +98,7 @@ def warm_start(
     what lets the warm start learn to see. The random tower already separates what the task asks:
     a linear probe on its image tokens reads each cell's colour at 100% and its shape at 99%.
     Trained along with the rest, the tower blurred that (shape probe down to 90%) and sampled
-    validation accuracy stayed at chance (23-27%) for 1200 steps. Frozen, validation accuracy was
+    validation accuracy stayed at chance (21-27%) for 1200 steps. Frozen, validation accuracy was
     40% at step 1000 and 69% at step 2000.
     Returns the saved checkpoint directory and the validation log."""
     from datasets import Dataset
