@@ -10,12 +10,25 @@ Shape legend used in every docstring of this package:
 * ``D``: hidden size
 * ``L + 1``: number of hidden-state tensors (embedding output plus every decoder layer)
 
+PAPO (arXiv 2507.06448) and VPPO (arXiv 2510.09285), compared beside PEPO, are in
+:mod:`pepo.core.perception_aware`.
+
 Reference: Li, Kuang et al., "Perception-Exploration Policy Optimization", arXiv 2603.22847 (2026),
 and ``PEPO_SPEC.md`` sections 2-5.
 """
 
 from pepo.core.entropy import token_entropy
 from pepo.core.perception import PERCEPTION_MEASURES, PerceptionAccumulator, perception_scores
+from pepo.core.perception_aware import (
+    entropy_penalty,
+    k3_estimate,
+    masked_token_mean,
+    papo_regulariser,
+    top_dependency_mask,
+    trajectory_scale,
+    visual_dependency,
+    vppo_advantages,
+)
 from pepo.core.schedule import loss_multiplier, progressive_lambda
 from pepo.core.weights import WEIGHTING_MODES, register_weighting_mode, token_weights
 
@@ -23,10 +36,18 @@ __all__ = [
     "PERCEPTION_MEASURES",
     "WEIGHTING_MODES",
     "PerceptionAccumulator",
+    "entropy_penalty",
+    "k3_estimate",
     "loss_multiplier",
+    "masked_token_mean",
+    "papo_regulariser",
     "perception_scores",
     "progressive_lambda",
     "register_weighting_mode",
     "token_entropy",
     "token_weights",
+    "top_dependency_mask",
+    "trajectory_scale",
+    "visual_dependency",
+    "vppo_advantages",
 ]
