@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig
 
 from pepo.core import PERCEPTION_MEASURES, WEIGHTING_MODES
+from pepo.trainer.perception_aware import PerceptionAwareArguments
 
 SCHEDULES = ("progressive", "constant")
 NONFINITE_POLICIES = ("error", "skip")
@@ -31,13 +32,15 @@ def weighting_choices() -> tuple[str, ...]:
 
 
 @dataclass
-class PEPOConfig(GRPOConfig):
+class PEPOConfig(GRPOConfig, PerceptionAwareArguments):
     r"""Configuration of :class:`pepo.trainer.PEPOTrainer`: ``GRPOConfig`` plus PEPO's fields.
 
     PEPO_G is GRPO with ``weighting="pepo"``; PEPO_D is DAPO (``epsilon_high=0.28``,
     ``dynamic_sampling=True``, token-level loss, ``mask_truncated_completions=True``) with
     ``weighting="pepo"``. ``weighting="none"`` is the base algorithm, bit for bit TRL's. The
     High-Entropy RL baseline is TRL's ``top_entropy_quantile=0.2`` with ``weighting="none"``.
+    PAPO and VPPO are ``perception_aware="papo"`` / ``"vppo"`` with ``weighting="none"`` (their fields:
+    :class:`~pepo.trainer.perception_aware.PerceptionAwareArguments`).
     See ``recipes/`` for all of them.
     """
 
@@ -146,3 +149,4 @@ class PEPOConfig(GRPOConfig):
                     f"steps_per_generation = {local_batch} is not a multiple of num_generations = "
                     f"{self.num_generations}. Change one of them."
                 )
+        self.check_perception_aware()

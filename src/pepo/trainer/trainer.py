@@ -27,6 +27,9 @@ TRL methods overridden (each the narrowest place that sees what PEPO needs):
   turns its entropies plus the captured hidden states into per-token advantages.
 * ``_calculate_rewards`` / ``_generate_and_score_completions``: DAPO dynamic sampling
   (TRL 1.16 has none), only when ``dynamic_sampling=True``.
+* ``_generate_and_score_completions`` / ``_compute_loss`` / ``_get_per_token_logps_and_entropies``
+  also pass through :class:`~pepo.trainer.perception_aware.PerceptionAwareMixin` (PAPO, VPPO; only
+  when ``perception_aware`` is set).
 * ``training_step``: PEPO's own time per optimiser step and its share ``rho`` of the step.
 * ``_tokenize_prompts``: refuses a prompt that cannot fit the model's positions (docs/reliability.md).
 * ``_load_from_checkpoint``: resumes the weights through ``from_pretrained``'s key conversion
@@ -53,6 +56,7 @@ from pepo.core import PerceptionAccumulator, loss_multiplier, progressive_lambda
 from pepo.trainer.capture import HiddenStateCapture, language_model_of
 from pepo.trainer.config import PEPOConfig
 from pepo.trainer.dynamic_sampling import DynamicSampler
+from pepo.trainer.perception_aware import PerceptionAwareMixin
 from pepo.image_tokens import image_token_mask, resolve_image_token_id
 
 logger = logging.getLogger(__name__)
@@ -103,11 +107,12 @@ def freeze_vision(model: torch.nn.Module, tower: bool, projector: bool) -> int:
     return sum(p.numel() for p in targets)
 
 
-class PEPOTrainer(GRPOTrainer):
+class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
     """GRPO / DAPO trainer with PEPO token weights; takes every ``GRPOTrainer`` argument.
 
     ``args`` must be a :class:`~pepo.trainer.PEPOConfig`. With ``weighting="none"`` (and
-    ``dynamic_sampling=False``) it is TRL's ``GRPOTrainer`` unchanged.
+    ``dynamic_sampling=False``, ``perception_aware="none"``) it is TRL's ``GRPOTrainer`` unchanged.
+    PAPO and VPPO come from :class:`~pepo.trainer.perception_aware.PerceptionAwareMixin`.
     """
 
     def __init__(self, *args, **kwargs):
@@ -307,8 +312,10 @@ class PEPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         if self._dynamic_sampler is None or not self.model.training:
-            return super()._generate_and_score_completions(inputs)
-        return self._dynamic_sampler.generate(inputs, super()._generate_and_score_completions)
+            batch = super()._generate_and_score_completions(inputs)
+        else:
+            batch = self._dynamic_sampler.generate(inputs, super()._generate_and_score_completions)
+        return self._perception_aware_batch(batch)  # PAPO / VPPO: once, on the finished batch
 
     # ---- bad input and resume -------------------------------------------------------------------
 
