@@ -18,7 +18,8 @@ EXPLICIT = ("bf16", "use_cpu", "activation_checkpointing", "loss_type", "beta", 
 
 def test_there_are_recipes_for_every_method_and_both_targets():
     names = {p.stem for p in RECIPES}
-    for method in ("pepo_g", "pepo_d", "grpo", "dapo", "high_entropy", "perception_only", "exploration_only"):
+    for method in ("pepo_g", "pepo_d", "grpo", "dapo", "high_entropy", "perception_only", "exploration_only",
+                   "papo_g", "papo_d", "vppo"):
         assert {f"{method}_tiny", f"{method}_qwen2_5_vl_3b_geometry3k"} <= names
 
 
@@ -40,7 +41,7 @@ def test_recipe_loads_and_is_explicit(path):
     assert args.gradient_checkpointing == raw["activation_checkpointing"]
 
     method = path.stem.split("_tiny")[0].split("_qwen2_5")[0]
-    dapo_like = method in ("dapo", "pepo_d")
+    dapo_like = method in ("dapo", "pepo_d", "papo_d", "vppo")
     assert args.dynamic_sampling == dapo_like and args.mask_truncated_completions == dapo_like
     assert args.epsilon == 0.2 and args.epsilon_high == (0.28 if dapo_like else 0.2)
     expected_weighting = {"pepo_g": "pepo", "pepo_d": "pepo", "perception_only": "perception",
@@ -49,6 +50,14 @@ def test_recipe_loads_and_is_explicit(path):
     assert args.top_entropy_quantile == (0.2 if method == "high_entropy" else 1.0)
     if args.weighting != "none":
         assert (args.gate_alpha, args.gate_temperature, args.schedule) == (0.05, 1.8, "progressive")
+    # PAPO (arXiv 2507.06448) and VPPO (arXiv 2510.09285) with their released settings, on the base recipe
+    expected_perception_aware = {"papo_g": "papo", "papo_d": "papo", "vppo": "vppo"}.get(method, "none")
+    assert args.perception_aware == expected_perception_aware
+    if args.perception_aware == "papo":
+        coefficients = (0.02, 0.05, 0.05) if method == "papo_g" else (0.01, 0.03, 0.03)
+        assert (args.papo_gamma, args.papo_eta_ori, args.papo_eta_aug, args.mask_prob) == (*coefficients, 0.6)
+    if args.perception_aware == "vppo":
+        assert (args.vppo_k, args.vppo_beta_min, args.vppo_entropy_coef, args.mask_prob) == (0.2, 0.8, 0.06, 0.5)
 
 
 def test_command_line_overrides_the_recipe(tmp_path):

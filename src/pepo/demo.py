@@ -237,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pepo demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the <= 3 minute version (pipeline check, too short for RL to help)")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                        help="comma-separated RL methods: grpo, pepo_g, dapo, pepo_d, high_entropy, perception, exploration")
+                        help="comma-separated RL methods: grpo, pepo_g, dapo, pepo_d, high_entropy, perception, exploration, "
+                        "papo_g, papo_d, vppo")
     parser.add_argument("--out", default="runs/demo", help="output folder (report, curves, checkpoints)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rl-steps", type=int, default=None, help="override the number of RL steps")

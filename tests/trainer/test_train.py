@@ -40,6 +40,9 @@ def test_tiny_recipe_trains(path, tmp_path):
         assert "pepo/visual_similarity" in logs
     if trainer.args.dynamic_sampling:
         assert "dynamic_sampling/frac_groups_dropped" in logs
+    if trainer.args.perception_aware != "none":
+        assert "perception_aware/forward_s" in logs
+        assert ("papo/kl_prcp" if trainer.args.perception_aware == "papo" else "vppo/adv_scale/mean") in logs
 
 
 @pytest.mark.slow

@@ -167,6 +167,10 @@ RL_METHODS: dict[str, dict[str, Any]] = {
     "high_entropy": {**_GRPO, "top_entropy_quantile": 0.2},
     "perception": {**_GRPO, "weighting": "perception"},
     "exploration": {**_GRPO, "weighting": "exploration"},
+    # PAPO (arXiv 2507.06448) and VPPO (arXiv 2510.09285) on the same bases, released coefficients
+    "papo_g": {**_GRPO, "perception_aware": "papo", "papo_gamma": 0.02, "papo_eta_ori": 0.05, "papo_eta_aug": 0.05},
+    "papo_d": {**_DAPO, "perception_aware": "papo", "papo_gamma": 0.01, "papo_eta_ori": 0.03, "papo_eta_aug": 0.03},
+    "vppo": {**_DAPO, "perception_aware": "vppo", "vppo_k": 0.2, "vppo_beta_min": 0.8, "vppo_entropy_coef": 0.06},
 }
 
 
