@@ -150,6 +150,7 @@ def test_vppo_reuses_trls_rollout_log_probs_when_it_has_them(make_trainer):
     assert len(log.no_grad()) == 2  # TRL's old log-probs and our one masked forward
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["papo", "vppo"])
 def test_one_extra_forward_per_training_step(make_trainer, method):
     base = make_trainer(weighting="none", max_steps=2, **DAPO)
@@ -222,6 +223,18 @@ def test_a_batch_without_images_runs_no_extra_forward(make_trainer, method):
     assert log.calls == [] and not out[HAS_IMAGE].any()
     # with the entropy terms off, nothing is left: the base algorithm bit for bit
     assert_same(loss_and_grads(trainer, out), loss_and_grads(reference, inputs), rtol=0, atol=0)
+
+
+def test_a_text_only_process_still_runs_the_forward_when_another_has_images(make_trainer, monkeypatch):
+    # ZeRO-3 / FSDP forwards are collective: a process must not skip the forward the others run
+    inputs = rollout(make_trainer(weighting="none", dataset=text_only_dataset(), **DAPO))
+    trainer = make_trainer(weighting="none", perception_aware="papo", dataset=text_only_dataset(), **DAPO)
+    monkeypatch.setattr(trainer.accelerator, "gather", lambda t: torch.cat([t, torch.ones_like(t)]))  # 2nd process
+    log = ForwardLog(trainer.model)
+    out = perception_aware_inputs(trainer, inputs)
+    log.handle.remove()
+    assert len(log.calls) == 1 and log.calls[0]["pixel_values"] is None and not log.calls[0]["grad"]
+    assert not out[HAS_IMAGE].any()
 
 
 def test_config_checks(tmp_path):

@@ -160,16 +160,20 @@ class PerceptionAwareMixin:
         device = batch["prompt_ids"].device
         num_images = batch.get("num_images") or [0] * rows  # TRL leaves it out when no prompt has an image
         has_image = torch.tensor([n > 0 for n in num_images], device=device, dtype=torch.bool)
-        if "pixel_values" in batch and bool(has_image.any()):
-            masked_logps = self._no_grad_logps(batch, self._masked_pixel_values(batch, num_images))
-        else:  # nothing to mask: every row is text-only, every perception term is left out
+        # every process runs the forward if any has an image (ZeRO-3 / FSDP forwards are collective)
+        image_anywhere = bool(self.accelerator.gather(has_image.any().unsqueeze(0)).any())
+        if not image_anywhere:  # nothing to mask: every row is text-only, every perception term is left out
             masked_logps = torch.zeros(batch["completion_ids"].shape, device=device)
+        elif bool(has_image.any()):
+            masked_logps = self._no_grad_logps(batch, self._masked_pixel_values(batch, num_images))
+        else:
+            masked_logps = self._no_grad_logps(batch, batch.get("pixel_values"))
         batch = dict(batch)
         batch[HAS_IMAGE] = has_image
         if method == "papo":
             batch[MASKED_LOGPS] = masked_logps
         else:
-            batch["advantages"] = self._vppo_advantages(batch, masked_logps, has_image)
+            batch["advantages"] = self._vppo_advantages(batch, masked_logps, has_image, image_anywhere)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         self._metrics["train"]["perception_aware/forward_s"].append(time.perf_counter() - start)
@@ -200,12 +204,12 @@ class PerceptionAwareMixin:
             )
         return logps
 
-    def _vppo_advantages(self, batch: dict, masked_logps: torch.Tensor, has_image: torch.Tensor) -> torch.Tensor:
+    def _vppo_advantages(self, batch: dict, masked_logps, has_image, image_anywhere: bool) -> torch.Tensor:
         rollout_logps = batch.get("old_per_token_logps")
-        if rollout_logps is None and bool(has_image.any()):
-            rollout_logps = self._no_grad_logps(batch, batch["pixel_values"])
+        if rollout_logps is None and image_anywhere:
+            rollout_logps = self._no_grad_logps(batch, batch.get("pixel_values"))
         elif rollout_logps is None:
-            rollout_logps = masked_logps
+            rollout_logps = masked_logps  # no image anywhere: S_t is not used
         mask = self._loss_mask(batch)
         dependency = visual_dependency(masked_logps, rollout_logps)
         args = self.args
