@@ -89,7 +89,10 @@ def test_permutation_equivariant_within_row(mode, inputs, seed):
     perm = torch.randperm(v.shape[1], generator=torch.Generator().manual_seed(seed))
     w = pepo.token_weights(v, h, mask, alpha, tau, mode)
     wp = pepo.token_weights(v[:, perm], h[:, perm], mask[:, perm], alpha, tau, mode)
-    torch.testing.assert_close(wp, w[:, perm], rtol=1e-6, atol=1e-6)
+    # Permuting reorders the row's float32 sums (mean, std, normaliser): allow that rounding, which
+    # grows with the row length; a weight that followed the wrong token is off by far more.
+    rounding = 4 * v.shape[1] * torch.finfo(torch.float32).eps
+    torch.testing.assert_close(wp, w[:, perm], rtol=rounding, atol=rounding)
 
 
 @pytest.mark.parametrize("mode", MODES)
