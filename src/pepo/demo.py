@@ -234,7 +234,9 @@ def _report(metrics: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pepo demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from pepo.cli_checks import ArgumentError, OneLineParser, check_at_least, check_out_dir, interrupted
+
+    parser = OneLineParser(prog="pepo demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the <= 3 minute version (pipeline check, too short for RL to help)")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                         help="comma-separated RL methods: grpo, pepo_g, dapo, pepo_d, high_entropy, perception, exploration, "
@@ -268,9 +270,18 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(settings, qtypes=qtypes)
     if args.chain is not None:
         settings = replace(settings, chain=args.chain)
+    try:
+        check_at_least("--rl-steps", args.rl_steps, 1)
+        check_at_least("--threads", args.threads, 1)
+        check_at_least("--seed", args.seed, 0)
+        out = check_out_dir(args.out)
+    except ArgumentError as exc:
+        parser.error(str(exc))
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    metrics = run_demo(out, methods, settings, seed=args.seed)
+    try:
+        metrics = run_demo(out, methods, settings, seed=args.seed)
+    except KeyboardInterrupt:
+        return interrupted("pepo demo", f"{out} holds what finished; rerun the same command to start again")
     print((out / "report.md").read_text())
     print(f"report: {out / 'report.md'}  curves: {out / 'curves.png'}  total {metrics['timings']['total_s']:.0f} s")
     return 0

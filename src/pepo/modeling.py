@@ -15,9 +15,12 @@ with ``AutoProcessor`` when this module is imported, so a directory saved with i
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from PIL import Image
 from transformers import (
     AutoModelForImageTextToText,
     AutoProcessor,
@@ -27,7 +30,7 @@ from transformers import (
 )
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 
-__all__ = ["QwenVLImageTextProcessor", "load_model_and_processor"]
+__all__ = ["QwenVLImageTextProcessor", "image_size_check", "load_model_and_processor", "load_processor"]
 
 
 class QwenVLImageTextProcessor(Qwen2_5_VLProcessor):
@@ -115,8 +118,37 @@ def load_model_and_processor(
         path, dtype=dtype if dtype is not None else torch.float32, local_files_only=True,
         trust_remote_code=trust_remote_code, attn_implementation=attn_implementation,
     )
-    processor = AutoProcessor.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+    processor = load_processor(path, trust_remote_code=trust_remote_code)
     if device is not None:
         model = model.to(device)
     model.eval()
     return model, processor
+
+
+def load_processor(path: str | Path, *, trust_remote_code: bool = False) -> ProcessorMixin:
+    """The processor of a local checkpoint alone (seconds, no weights): enough to check data against
+    what the model accepts before loading it."""
+    return AutoProcessor.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+
+
+def image_size_check(processor: ProcessorMixin) -> Callable[[int, int], str | None]:
+    """``accept(width, height) -> None`` if ``processor``'s image processor takes an image of that
+    size, else its error message (e.g. Qwen2-VL's ``absolute aspect ratio must be smaller than 200``).
+
+    Asks the image processor itself, on a black image of each distinct size once (about 1 ms each),
+    so every model family's own limits (aspect ratio, minimum side, ...) are checked without a
+    copy of its rules here. For :func:`pepo.data.load_benchmark`'s ``accept_image_size``.
+    """
+    image_processor = getattr(processor, "image_processor", None)
+    if image_processor is None:
+        return lambda width, height: None
+
+    @functools.lru_cache(maxsize=None)
+    def accept(width: int, height: int) -> str | None:
+        try:
+            image_processor(images=[Image.new("RGB", (width, height))], return_tensors="pt")
+        except (ValueError, RuntimeError, IndexError, ZeroDivisionError) as exc:
+            return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return None
+
+    return accept

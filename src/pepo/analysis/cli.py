@@ -1,7 +1,7 @@
 """``pepo analyze``: the paper's token-level analysis (Figures 2, 3 and 6) for any model and data.
 
-    pepo analyze --model runs/demo/pepo_g/checkpoint --benchmark geometry3k --data test.jsonl \
-        --n 8 --top-k 10 --runs runs/demo/grpo runs/demo/pepo_g --out analysis/
+    pepo analyze --model runs/demo/pepo_g/checkpoint --benchmark geometry3k --data runs/demo/data/test.jsonl \
+        --n 8 --top-k 10 --runs runs/demo --out analysis/
 
 Samples ``--n`` responses per question (the ``pepo eval`` code path), grades them, runs each
 response once through the model with hidden states (and once more without the image), and writes
@@ -19,16 +19,29 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from pepo.cli_checks import (
+    ArgumentError,
+    OneLineParser,
+    check_at_least,
+    check_device,
+    check_dtype,
+    check_model_dir,
+    check_out_dir,
+    check_sampling,
+    interrupted,
+)
+
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
     from pepo.core import PERCEPTION_MEASURES, WEIGHTING_MODES
-    from pepo.data import BENCHMARKS
+    from pepo.data import BENCHMARKS, SPLITS
 
-    parser = argparse.ArgumentParser(prog="pepo analyze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="pepo analyze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="local checkpoint directory to analyse (save_pretrained layout)")
     parser.add_argument("--data", default=None, help="data file (.jsonl/.json/.parquet) or folder of them")
+    parser.add_argument("--split", default=None, help=f"with a --data folder holding several splits, the one to read ({', '.join(SPLITS)})")
     parser.add_argument("--benchmark", default="geometry3k", help=f"data format: {', '.join(sorted(BENCHMARKS))} [geometry3k]")
     parser.add_argument("--image-root", default=None, help="root of relative image paths (default: the data file's folder)")
     parser.add_argument("--allow-absolute-paths", action="store_true", help="accept absolute image paths in the data")
@@ -52,20 +65,57 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default=None, help="model dtype, e.g. bfloat16 (default float32)")
     parser.add_argument("--device", default=None, help="e.g. cuda:0 (default cpu)")
     parser.add_argument("--out", required=True, help="report folder")
+    parser.add_argument("--overwrite", action="store_true", help="discard the samples already in <out>/samples.jsonl and start over")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
-def _check(args, parser) -> None:
+def _check(args) -> None:
+    """Every argument, before anything is loaded (:class:`ArgumentError`)."""
     if args.model is None and args.runs is None:
-        parser.error("give --model and --data (Figures 2, 3), --runs (Figure 6), or both")
+        raise ArgumentError("give --model and --data (Figures 2, 3), --runs (Figure 6), or both")
     if (args.model is None) != (args.data is None):
-        parser.error("--model and --data go together")
-    for name in ("n", "top_k", "batch_size", "max_new_tokens"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+        raise ArgumentError("--model and --data go together")
+    for name in ("top_k", "batch_size", "max_new_tokens", "max_questions"):
+        check_at_least(f"--{name.replace('_', '-')}", getattr(args, name), 1)
+    check_at_least("--html-responses", args.html_responses, 0)
     if args.temperature <= 0:
-        parser.error(f"--temperature must be > 0 (it is also the entropy's), got {args.temperature}")
+        raise ArgumentError(f"--temperature must be > 0 (it is also the entropy's), got {args.temperature}")
+    check_sampling(args.n, args.temperature, args.top_p)
+    check_at_least("--gate-alpha", args.gate_alpha, 0)
+    if args.gate_temperature <= 0:
+        raise ArgumentError(f"--gate-temperature must be > 0, got {args.gate_temperature}")
+    check_dtype(args.dtype)
+    check_device(args.device)
+    if args.model is not None:
+        check_model_dir(args.model)
+        if not Path(args.data).exists():
+            raise ArgumentError(f"--data {args.data}: no such file or folder (pepo reads local copies only)")
+    check_out_dir(args.out)
+
+
+def _prepare_samples(args, out: Path):
+    """Data, and the resume check of ``samples.jsonl``: what can fail before the model loads."""
+    from pepo.evaluation import eval_config, results_header
+    from pepo.evaluation.cli import load_questions
+    from pepo.evaluation.resume import check_resumable
+    from pepo.modeling import load_processor
+
+    try:
+        processor = load_processor(args.model)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ArgumentError(f"--model {args.model}: cannot load its processor ({str(exc).splitlines()[0]})") from None
+    data, provenance = load_questions(args, "pepo analyze", processor)
+    records = data.records[: args.max_questions] if args.max_questions else data.records
+    if not records:
+        raise ArgumentError(f"--data {args.data}: no questions to analyse")
+    samples = out / "samples.jsonl"
+    if args.overwrite:
+        samples.unlink(missing_ok=True)
+    config = eval_config(n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+                         blank_images=False, backend="transformers", seed=args.seed)
+    check_resumable(samples, results_header(config, provenance))
+    return records, provenance
 
 
 def _print_summary(report: Path, responses, k: int, measure: str, console: Console) -> None:
@@ -83,43 +133,45 @@ def _print_summary(report: Path, responses, k: int, measure: str, console: Conso
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    _check(args, parser)
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from pepo.analysis import collect_responses, load_runs, write_analysis
-    from pepo.data import DataError, load_benchmark
+    from pepo.analysis import load_runs
+    from pepo.data import DataError
+    from pepo.evaluation.resume import ResumeMismatch
 
-    dynamics = None
-    if args.runs:
-        try:
-            dynamics = load_runs(args.runs)
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"pepo analyze: {exc}", file=sys.stderr)
-            return 2
-    responses, settings = None, {"runs": " ".join(args.runs or []) or "-"}
     out = Path(args.out)
-    if args.model is not None:
-        try:
-            data = load_benchmark(args.benchmark, args.data, image_root=args.image_root,
-                                  allow_absolute_paths=args.allow_absolute_paths)
-        except (KeyError, FileNotFoundError, DataError) as exc:
-            print(f"pepo analyze: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
-            return 2
-        records = data.records[: args.max_questions] if args.max_questions else data.records
-        if not records:
-            print("pepo analyze: no questions to analyse", file=sys.stderr)
-            return 2
+    try:
+        _check(args)
+        dynamics = load_runs(args.runs) if args.runs else None
+        records, provenance = _prepare_samples(args, out) if args.model is not None else (None, None)
+    except ResumeMismatch as exc:
+        print(f"pepo analyze: {exc.path} holds samples of another run: {exc.field} is {exc.old!r} there, {exc.new!r} "
+              "here; use another --out, or --overwrite to start over", file=sys.stderr)
+        return 2
+    except (ArgumentError, DataError, FileNotFoundError, KeyError, ValueError) as exc:
+        print(f"pepo analyze: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 2
+    try:
+        return _run(args, out, records, provenance, dynamics)
+    except KeyboardInterrupt:
+        return interrupted("pepo analyze", f"the sampled questions are in {out / 'samples.jsonl'}; "
+                                           "rerun the same command to resume")
+
+
+def _run(args, out: Path, records, provenance, dynamics) -> int:
+    from pepo.analysis import collect_responses, write_analysis
+
+    responses, settings = None, {"runs": " ".join(args.runs or []) or "-"}
+    if records is not None:
         from pepo.modeling import load_model_and_processor
 
         model, processor = load_model_and_processor(args.model, dtype=args.dtype, device=args.device)
-        out.mkdir(parents=True, exist_ok=True)
         result, responses, empty = collect_responses(
             model, processor, records, n=args.n, temperature=args.temperature, top_p=args.top_p,
             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
             samples_path=out / "samples.jsonl", progress=not args.no_progress, measure=args.measure,
             gate_alpha=args.gate_alpha, gate_temperature=args.gate_temperature, weighting=args.weighting,
-            with_shift=not args.no_shift,
+            with_shift=not args.no_shift, provenance=provenance,
         )
         settings = {
             "model": args.model, "benchmark": args.benchmark, "data": args.data, "questions": len(records),

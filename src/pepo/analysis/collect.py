@@ -97,14 +97,16 @@ def collect_responses(
     seed: int = 0,
     samples_path: str | Path | None = None,
     progress: bool = True,
+    provenance: dict[str, Any] | None = None,
     **signal_settings,
 ) -> tuple[EvalResult, list[ResponseTokens], int]:
     """Sample ``n`` responses per question with :func:`pepo.evaluation.evaluate_model` (resumable
-    through ``samples_path``), grade them, and record each one's per-token signals
-    (:func:`record_responses`; ``signal_settings`` go there)."""
+    through ``samples_path``, whose rows are reused only for the same model, data and settings:
+    ``provenance`` as in :func:`~pepo.evaluation.evaluate_model`), grade them, and record each one's
+    per-token signals (:func:`record_responses`; ``signal_settings`` go there)."""
     result = evaluate_model(
         model, processor, records, n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-        batch_size=batch_size, seed=seed, results_path=samples_path, progress=progress,
+        batch_size=batch_size, seed=seed, results_path=samples_path, progress=progress, provenance=provenance,
     )
     responses, empty = record_responses(
         model, processor, records, result.questions, temperature=temperature, progress=progress, **signal_settings

@@ -8,12 +8,13 @@ counted with ``skip_invalid=True``). See :data:`BENCHMARKS` for the formats unde
 """
 
 from pepo.data.prompts import IMAGE_MARKER, PROMPT_SUFFIX, build_prompt, render_prompt
-from pepo.data.readers import BENCHMARKS, load_benchmark, load_geometry3k, register_benchmark
+from pepo.data.readers import BENCHMARKS, SPLITS, data_files, load_benchmark, load_geometry3k, register_benchmark
 from pepo.data.records import DataError, LoadedData, Record, check_image, open_image, resolve_image_path
 from pepo.data.trl_dataset import to_grpo_dataset
 
 __all__ = [
     "BENCHMARKS",
+    "SPLITS",
     "IMAGE_MARKER",
     "PROMPT_SUFFIX",
     "DataError",
@@ -21,6 +22,7 @@ __all__ = [
     "Record",
     "build_prompt",
     "check_image",
+    "data_files",
     "load_benchmark",
     "load_geometry3k",
     "open_image",

@@ -16,6 +16,7 @@ newline, and the training suffix asking for ``<think>`` and ``<answer>`` tags.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 from pepo.data.prompts import PROMPT_SUFFIX, build_prompt
 from pepo.data.records import DataError, ImageSource, LoadedData, Record, check_image, resolve_image_path
 
-__all__ = ["BENCHMARKS", "load_benchmark", "load_geometry3k", "register_benchmark"]
+__all__ = ["BENCHMARKS", "SPLITS", "data_files", "load_benchmark", "load_geometry3k", "register_benchmark"]
 
 _TABLE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -41,11 +42,48 @@ def _jsonl_rows(file: Path) -> Iterator[tuple[Path, int | str, dict | DataError]
             yield file, number, row if isinstance(row, dict) else DataError(file, number, None, f"expected a JSON object, got {type(row).__name__}")
 
 
-def _iter_rows(path: Path) -> Iterator[tuple[Path, int | str, dict | DataError]]:
-    """``(file, line-or-record, row)`` for every record; a malformed one yields a DataError."""
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in _TABLE_SUFFIXES and p.is_file())
+# Split names as they appear in published file names (``test.jsonl``, ``testmini-00000-of-00001.parquet``,
+# ``val/annotations.json``): a folder holding several of them is refused unless one is named.
+SPLITS = ("train", "val", "validation", "dev", "test", "testmini")
+
+
+def _split_of(file: Path, root: Path) -> str | None:
+    """The split a data file belongs to, from the words of its path under ``root``."""
+    parts = [*file.relative_to(root).parent.parts, file.stem]
+    words = [word for part in parts for word in re.split(r"[^a-z0-9]+", part.lower())]
+    return next((word for word in reversed(words) if word in SPLITS), None)
+
+
+def data_files(path: str | Path, split: str | None = None) -> list[Path]:
+    """The data files ``path`` names: itself, or the ``.jsonl`` / ``.json`` / ``.parquet`` files of a
+    folder (searched recursively). A folder holding several splits (train / val / test ...) is refused
+    unless ``split`` names the one to read: merging them would evaluate on training data.
+
+    Raises:
+        FileNotFoundError: nothing to read.
+        DataError: several splits and no ``split``, or ``split`` not among them.
+    """
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.suffix in _TABLE_SUFFIXES and p.is_file())
     if not files:
         raise FileNotFoundError(f"{path}: no .jsonl / .json / .parquet data file found")
+    splits = {file: _split_of(file, path) for file in files}
+    found = sorted({s for s in splits.values() if s is not None})
+    if split is not None:
+        files = [file for file in files if splits[file] == split]
+        if not files:
+            raise DataError(path, None, None, f"no data file of split {split!r} (splits found: {', '.join(found) or 'none'})")
+    elif len(found) > 1:
+        example = "test" if "test" in found else found[0]
+        raise DataError(path, None, None, f"this folder holds the splits {', '.join(found)}; name one "
+                        f"(--split {example}) or pass its file")
+    return files
+
+
+def _iter_rows(files: list[Path]) -> Iterator[tuple[Path, int | str, dict | DataError]]:
+    """``(file, line-or-record, row)`` for every record; a malformed one yields a DataError."""
     for file in files:
         if file.suffix == ".jsonl":
             yield from _jsonl_rows(file)
@@ -296,6 +334,8 @@ def load_benchmark(
     skip_invalid: bool = False,
     allow_absolute_paths: bool = False,
     check_images: bool = True,
+    split: str | None = None,
+    accept_image_size: Callable[[int, int], str | None] | None = None,
 ) -> LoadedData:
     """Read a local benchmark copy.
 
@@ -306,11 +346,17 @@ def load_benchmark(
         skip_invalid: skip bad records (returned in ``.skipped``) instead of raising.
         allow_absolute_paths: accept absolute image paths in the annotations.
         check_images: decode every image once at load time (catches corrupt files early).
+        split: with a folder holding several splits (``train.jsonl``, ``test.jsonl``, ...), the one
+            to read; without it such a folder is refused (see :func:`data_files`).
+        accept_image_size: ``(width, height) -> None`` if the model's processor takes an image of
+            that size, else why not (:func:`pepo.modeling.image_size_check`); such an image is a
+            bad record (``file:line: images[0]: ...``), found here rather than mid-run.
 
     Raises:
         KeyError: unknown benchmark name (the message lists the known ones).
         FileNotFoundError: ``path`` does not exist or holds no data file.
-        DataError: a bad record, located by file, line and field (unless ``skip_invalid``).
+        DataError: a bad record, located by file, line and field (unless ``skip_invalid``); a folder
+            of several splits and no ``split``.
     """
     if name not in BENCHMARKS:
         raise KeyError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(sorted(BENCHMARKS))}")
@@ -319,9 +365,10 @@ def load_benchmark(
         raise FileNotFoundError(f"{path}: no such file or folder (pepo reads local copies only; nothing is downloaded)")
     root = Path(image_root) if image_root is not None else (path if path.is_dir() else path.parent)
     parse = BENCHMARKS[name]
-    loaded = LoadedData(records=[])
+    files = data_files(path, split)
+    loaded = LoadedData(records=[], files=files)
     seen: set[str] = set()
-    for file, line, data in _iter_rows(path):
+    for file, line, data in _iter_rows(files):
         try:
             if isinstance(data, DataError):
                 raise data
@@ -330,7 +377,7 @@ def load_benchmark(
                 continue
             if check_images:
                 for index, image in enumerate(record.images):
-                    check_image(image, path=file, line=line, field=f"images[{index}]")
+                    check_image(image, path=file, line=line, field=f"images[{index}]", accept_size=accept_image_size)
             if record.id in seen:  # ids key resumable evaluation: keep them unique
                 record.id = f"{record.id}@{file.name}:{line}"
             seen.add(record.id)

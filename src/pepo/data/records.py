@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,7 @@ class LoadedData:
 
     records: list[Record]
     skipped: list[DataError] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)  # the data files read, in order
 
     def __len__(self) -> int:
         return len(self.records)
@@ -115,8 +117,13 @@ def open_image(source: ImageSource) -> Image.Image:
     return image.convert("RGB")
 
 
-def check_image(source: ImageSource, *, path: str | Path, line: int | str | None, field: str) -> None:
-    """Raise :class:`DataError` unless the image exists, decodes completely and has a nonzero size."""
+def check_image(
+    source: ImageSource, *, path: str | Path, line: int | str | None, field: str,
+    accept_size: Callable[[int, int], str | None] | None = None,
+) -> None:
+    """Raise :class:`DataError` unless the image exists, decodes completely, has a nonzero size and,
+    with ``accept_size`` (``(width, height) -> None``, or why the model's processor refuses that
+    size), is a size the model takes."""
     name = "embedded image" if isinstance(source, bytes) else f"image {source!r}"
     if isinstance(source, str):
         if not os.path.exists(source):
@@ -133,3 +140,6 @@ def check_image(source: ImageSource, *, path: str | Path, line: int | str | None
         raise DataError(path, line, field, f"{name}: unreadable or corrupt ({type(exc).__name__}: {exc})") from None
     if width == 0 or height == 0:
         raise DataError(path, line, field, f"{name}: zero size ({width}x{height})")
+    refusal = accept_size(width, height) if accept_size is not None else None
+    if refusal:
+        raise DataError(path, line, field, f"{name}: {width}x{height} is refused by the model's image processor ({refusal})")

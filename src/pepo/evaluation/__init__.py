@@ -3,7 +3,7 @@
 :func:`evaluate_model` is the one evaluation code path (``pepo eval`` and the demo use it).
 """
 
-from pepo.evaluation.evaluator import EvalResult, evaluate_model
+from pepo.evaluation.evaluator import EvalResult, eval_config, evaluate_model, results_header
 from pepo.evaluation.scoring import majority_vote, score_answer, summarize
 
-__all__ = ["EvalResult", "evaluate_model", "majority_vote", "score_answer", "summarize"]
+__all__ = ["EvalResult", "eval_config", "evaluate_model", "results_header", "majority_vote", "score_answer", "summarize"]

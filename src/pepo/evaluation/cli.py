@@ -1,10 +1,13 @@
 """``pepo eval``: evaluate a local checkpoint on a local benchmark copy (spec section 8).
 
-    pepo eval --model runs/demo/pepo_g --benchmark geometry3k --data test.jsonl \
-        --image-root /data/geometry3k --n 8 --out results/geo3k_test.json
+    pepo eval --model runs/demo/pepo_g/checkpoint --benchmark geometry3k --data runs/demo/data/test.jsonl \
+        --n 8 --out results/pepo_g_test.json
 
 Writes ``--out`` (settings, totals, per-question outputs / answers / scores / majority answer) and,
-as it goes, ``<out>.questions.jsonl``; rerunning the same command resumes from that file.
+as it goes, ``<out>.questions.jsonl``; rerunning the same command resumes from that file. Rows of
+another model, data file, seed or setting are never reused: such a file is refused (``--overwrite``
+starts over). Without ``--out`` the results go next to the model:
+``<model>/eval/<benchmark>-<data name>.json``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,19 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["main", "results_jsonl_path"]
+from pepo.cli_checks import (
+    ArgumentError,
+    OneLineParser,
+    check_at_least,
+    check_device,
+    check_dtype,
+    check_model_dir,
+    check_out_file,
+    check_sampling,
+    interrupted,
+)
+
+__all__ = ["default_out", "load_questions", "main", "results_jsonl_path"]
 
 
 def results_jsonl_path(out: Path) -> Path:
@@ -27,29 +42,77 @@ def results_jsonl_path(out: Path) -> Path:
     return out.with_name(out.stem + ".questions.jsonl")
 
 
-def _parser() -> argparse.ArgumentParser:
-    from pepo.data import BENCHMARKS
+def default_out(model: str | Path, benchmark: str, data: str | Path, split: str | None = None) -> Path:
+    """Where results go without ``--out``: next to the model, named after the benchmark and the data,
+    so two models (or two data files) never share a results file by default."""
+    name = "-".join(part for part in (benchmark, Path(data).stem, split) if part)
+    return Path(model) / "eval" / f"{name}.json"
 
-    parser = argparse.ArgumentParser(prog="pepo eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="local checkpoint directory (save_pretrained layout)")
+
+def _parser() -> argparse.ArgumentParser:
+    from pepo.data import BENCHMARKS, SPLITS
+
+    parser = OneLineParser(prog="pepo eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="local checkpoint folder (save_pretrained layout, holds config.json)")
     parser.add_argument("--benchmark", required=True, help=f"benchmark format: {', '.join(sorted(BENCHMARKS))}")
     parser.add_argument("--data", required=True, help="data file (.jsonl/.json/.parquet) or folder of them")
+    parser.add_argument("--split", default=None, help=f"with a --data folder holding several splits, the one to read ({', '.join(SPLITS)})")
     parser.add_argument("--image-root", default=None, help="root of relative image paths (default: the data file's folder)")
     parser.add_argument("--allow-absolute-paths", action="store_true", help="accept absolute image paths in the data")
-    parser.add_argument("--skip-invalid", action="store_true", help="skip (and count) bad records instead of stopping")
+    parser.add_argument("--skip-invalid", action="store_true", help="skip (and list) bad records instead of stopping")
     parser.add_argument("--n", type=int, default=8, help="samples per question for avg@N (1 = greedy) [8]")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature [1.0]")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 = greedy, with --n 1 [1.0]")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling top_p [1.0]")
     parser.add_argument("--max-new-tokens", type=int, default=1024, help="tokens per answer [1024]")
     parser.add_argument("--batch-size", type=int, default=8, help="questions per generate call [8]")
     parser.add_argument("--backend", choices=["transformers", "vllm"], default="transformers", help="generation backend")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions (N >= 1)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed [0]")
-    parser.add_argument("--dtype", default=None, help="model dtype, e.g. bfloat16 (default float32)")
+    parser.add_argument("--dtype", default=None, help="model dtype: float32, bfloat16, float16, auto (default float32)")
     parser.add_argument("--device", default=None, help="e.g. cuda:0 (default cpu)")
-    parser.add_argument("--out", default="results.json", help="result JSON [results.json]")
+    parser.add_argument("--out", default=None, help="result JSON [<model>/eval/<benchmark>-<data name>.json]")
+    parser.add_argument("--overwrite", action="store_true", help="discard the rows already in <out>.questions.jsonl and start over")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def _check_arguments(args) -> Path:
+    """Every argument, before anything is loaded; returns the output path."""
+    check_sampling(args.n, args.temperature, args.top_p)
+    for name in ("batch_size", "max_new_tokens", "limit"):
+        check_at_least(f"--{name.replace('_', '-')}", getattr(args, name), 1)
+    check_dtype(args.dtype)
+    check_device(args.device)
+    check_model_dir(args.model)
+    if not Path(args.data).exists():
+        raise ArgumentError(f"--data {args.data}: no such file or folder (pepo reads local copies only)")
+    out = Path(args.out) if args.out is not None else default_out(args.model, args.benchmark, args.data, args.split)
+    return check_out_file(out)
+
+
+def load_questions(args, command: str, processor=None):
+    """``(loaded data, provenance)`` of a run's ``--data`` (``args``: benchmark,
+    data, split, image_root, skip_invalid, allow_absolute_paths, model, dtype); images the model's
+    processor refuses are bad records. Prints the files read and the records skipped."""
+    from pepo.data import load_benchmark
+    from pepo.evaluation.resume import question_sha256, run_provenance
+    from pepo.modeling import image_size_check
+
+    data = load_benchmark(
+        args.benchmark, args.data, image_root=args.image_root, skip_invalid=getattr(args, "skip_invalid", False),
+        allow_absolute_paths=args.allow_absolute_paths, split=args.split,
+        accept_image_size=image_size_check(processor) if processor is not None else None,
+    )
+    root = Path(args.data)
+    names = [str(f.relative_to(root)) if root.is_dir() else f.name for f in data.files]
+    print(f"{command}: read {len(data.records)} questions from {len(names)} file(s): {', '.join(names)}", file=sys.stderr)
+    for error in data.skipped:
+        print(f"{command}: skipped {error}", file=sys.stderr)
+    provenance = run_provenance(
+        model=args.model, data=args.data, hashes=[question_sha256(r) for r in data.records], benchmark=args.benchmark,
+        image_root=args.image_root, split=args.split, dtype=args.dtype or ("auto" if getattr(args, "backend", "") == "vllm" else "float32"),
+    )
+    return data, provenance
 
 
 def _load_model(args):
@@ -58,10 +121,10 @@ def _load_model(args):
             from vllm import LLM
         except ImportError:
             raise SystemExit("pepo eval: --backend vllm needs vLLM: pip install 'pepo[vllm]'") from None
-        from transformers import AutoProcessor
+        from pepo.modeling import load_processor
 
         llm = LLM(model=args.model, dtype=args.dtype or "auto", seed=args.seed)
-        return llm, AutoProcessor.from_pretrained(args.model, local_files_only=True)
+        return llm, load_processor(args.model)
     from pepo.modeling import load_model_and_processor
 
     return load_model_and_processor(args.model, dtype=args.dtype, device=args.device)
@@ -88,35 +151,62 @@ def print_summary(result: dict, benchmark: str, console: Console | None = None) 
         console.print(breakdown)
 
 
+def _prepare(args):
+    """Checks, data, and the resume check: everything that can fail before the model loads."""
+    from pepo.evaluation import eval_config, results_header
+    from pepo.evaluation.resume import check_resumable
+    from pepo.modeling import load_processor
+
+    if args.backend == "vllm" and args.device is not None:
+        raise ArgumentError("--device is for --backend transformers; vLLM places the model itself")
+    out = _check_arguments(args)
+    try:
+        processor = load_processor(args.model)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ArgumentError(f"--model {args.model}: cannot load its processor ({str(exc).splitlines()[0]})") from None
+    data, provenance = load_questions(args, "pepo eval", processor)
+    records = data.records[: args.limit] if args.limit is not None else data.records
+    if not records:
+        raise ArgumentError(f"--data {args.data}: no questions to evaluate")
+    results = results_jsonl_path(out)
+    if args.overwrite:
+        results.unlink(missing_ok=True)
+        out.unlink(missing_ok=True)
+    config = eval_config(n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+                         blank_images=False, backend=args.backend, seed=args.seed)
+    check_resumable(results, results_header(config, provenance))
+    return out, data, records, provenance
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from pepo.data import DataError, load_benchmark
+    from pepo.data import DataError
     from pepo.evaluation import evaluate_model
+    from pepo.evaluation.resume import ResumeMismatch
 
     try:
-        data = load_benchmark(
-            args.benchmark, args.data, image_root=args.image_root, skip_invalid=args.skip_invalid,
-            allow_absolute_paths=args.allow_absolute_paths,
-        )
-    except (KeyError, FileNotFoundError, DataError) as exc:
+        out, data, records, provenance = _prepare(args)
+    except ResumeMismatch as exc:
+        print(f"pepo eval: {exc.path} holds rows of another run: {exc.field} is {exc.old!r} there, {exc.new!r} here; "
+              "use another --out, or --overwrite to start over", file=sys.stderr)
+        return 2
+    except (ArgumentError, DataError, FileNotFoundError, KeyError) as exc:
         print(f"pepo eval: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 2
-    for error in data.skipped:
-        print(f"pepo eval: skipped {error}", file=sys.stderr)
-    records = data.records[: args.limit] if args.limit else data.records
-    if not records:
-        print("pepo eval: no questions to evaluate", file=sys.stderr)
-        return 2
-    model, processor = _load_model(args)
-    out = Path(args.out)
-    result = evaluate_model(
-        model, processor, records, n=args.n, temperature=args.temperature, top_p=args.top_p,
-        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, backend=args.backend,
-        results_path=results_jsonl_path(out), seed=args.seed, progress=not args.no_progress,
-    )
+    try:
+        model, processor = _load_model(args)
+        result = evaluate_model(
+            model, processor, records, n=args.n, temperature=args.temperature, top_p=args.top_p,
+            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, backend=args.backend,
+            results_path=results_jsonl_path(out), seed=args.seed, progress=not args.no_progress, provenance=provenance,
+        )
+    except KeyboardInterrupt:
+        return interrupted("pepo eval", f"the finished questions are in {results_jsonl_path(out)}; "
+                                        "rerun the same command to resume")
     payload = result.to_dict()
-    payload["config"] |= {"model": args.model, "benchmark": args.benchmark, "data": args.data, "image_root": args.image_root}
+    payload["config"] |= {"model": args.model, "benchmark": args.benchmark, "data": args.data, "split": args.split,
+                          "image_root": args.image_root, "provenance": provenance}
     payload["skipped"] = [str(error) for error in data.skipped]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")

@@ -11,14 +11,14 @@ Generation backends (same results either way):
   question.
 
 Resuming: with ``results_path``, each finished question is appended to that JSONL file at once
-(after a header line holding the settings), and a later call with the same file skips the
-questions already there, so a killed evaluation continues where it stopped.
+(after a header line recording the settings and what produced the rows), and a later call with the
+same file skips the questions already there, so a killed evaluation continues where it stopped. Rows
+of another model, data, seed or setting are refused, never reused (:mod:`pepo.evaluation.resume`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -31,15 +31,12 @@ from tqdm.auto import tqdm
 
 from pepo.data.prompts import render_prompt
 from pepo.data.records import Record, open_image
+from pepo.evaluation.resume import RowWriter, drop_partial_last_line, loaded_model_fingerprint, question_sha256, read_rows, row_key
 from pepo.evaluation.scoring import majority_vote, score_answer, summarize
 
-__all__ = ["EvalResult", "evaluate_model"]
+__all__ = ["EvalResult", "eval_config", "evaluate_model", "results_header"]
 
 logger = logging.getLogger(__name__)
-
-# Settings that must match for a results file to be resumed.
-_RESUME_KEYS = ("n", "temperature", "top_p", "max_new_tokens", "blank_images")
-
 
 @dataclass
 class EvalResult:
@@ -120,46 +117,28 @@ def _generate_vllm(llm, processor, records, *, n, temperature, top_p, max_new_to
 _BACKENDS = {"transformers": _generate_transformers, "vllm": _generate_vllm}
 
 
-def _drop_partial_last_line(results_path: Path) -> None:
-    """Cut a last line that a kill left without its newline, so that appended rows start on a
-    line of their own (appending after it would glue two rows into one malformed line)."""
-    if not results_path.exists():
-        return
-    with results_path.open("rb+") as handle:
-        data = handle.read()
-        if data and not data.endswith(b"\n"):
-            keep = data.rfind(b"\n") + 1
-            logger.warning("%s: incomplete last line (%d bytes) dropped; that question is redone",
-                           results_path, len(data) - keep)
-            handle.truncate(keep)
+def eval_config(*, n: int, temperature: float, top_p: float, max_new_tokens: int, blank_images: bool, backend: str,
+                seed: int) -> dict[str, Any]:
+    """The settings an evaluation's rows depend on (sampling ones only when sampling: n > 1)."""
+    return {
+        "n": n, "temperature": temperature if n > 1 else 0.0, "top_p": top_p if n > 1 else 1.0,
+        "max_new_tokens": max_new_tokens, "blank_images": blank_images, "backend": backend, "seed": seed,
+        "decoding": "sampling" if n > 1 else "greedy",
+    }
 
 
-def _read_done(results_path: Path, config: dict[str, Any]) -> dict[str, dict]:
-    """Rows already in a results file written with the same settings."""
-    done: dict[str, dict] = {}
-    if not results_path.exists():
-        return done
-    with results_path.open(encoding="utf-8") as handle:
-        lines = handle.read().splitlines()
-    for number, line in enumerate(lines, start=1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):  # a line cut short by the kill: redo that question
-                logger.warning("%s:%d: incomplete last line ignored", results_path, number)
-                continue
-            raise ValueError(f"{results_path}:{number}: malformed results line; delete the file to start over") from None
-        if "config" in row:
-            old = {k: row["config"].get(k) for k in _RESUME_KEYS}
-            new = {k: config.get(k) for k in _RESUME_KEYS}
-            if old != new:
-                raise ValueError(
-                    f"{results_path} was written with {old}, this run uses {new}: "
-                    "use another output path or delete the file to start over"
-                )
-        else:
-            done[row["id"]] = row
-    return done
+def results_header(config: dict[str, Any], provenance: dict[str, Any] | None, model: Any = None,
+                   backend: str = "transformers") -> dict[str, Any]:
+    """The header line of a results file: the settings and what produced the rows."""
+    provenance = dict(provenance or {})
+    if "model" not in provenance:
+        if backend != "transformers" or model is None:
+            raise ValueError("resuming a vllm evaluation needs provenance={'model': {'path': ..., 'sha256': ...}} "
+                             "(pepo.evaluation.resume.model_fingerprint)")
+        provenance["model"] = {"sha256": loaded_model_fingerprint(model)}
+    if "dtype" not in provenance and model is not None and hasattr(model, "dtype"):
+        provenance["dtype"] = str(model.dtype).removeprefix("torch.")
+    return {"config": config, "provenance": provenance}
 
 
 def evaluate_model(
@@ -178,6 +157,7 @@ def evaluate_model(
     seed: int = 0,
     progress: bool = True,
     on_question: Callable[[dict[str, Any]], None] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on ``records`` with avg@``n`` and majority vote (spec 8).
 
@@ -189,11 +169,16 @@ def evaluate_model(
         temperature, top_p, max_new_tokens: sampling settings (paper: 1.0, 1.0, 1024).
         batch_size: questions per ``generate`` call (each expanded to ``n`` sequences).
         results_path: JSONL file each finished question is appended to; questions already in it
-            are skipped (resume).
+            are skipped (resume) if it was written with the same settings and provenance, else
+            :class:`pepo.evaluation.resume.ResumeMismatch` is raised.
         blank_images: replace every image by a blank one (does the task need the image?).
         seed: sampling seed (per batch of questions).
         progress: show a progress bar (questions/s).
         on_question: called with each finished row, after it is written.
+        provenance: what produced the rows, recorded in the results file's header and compared on
+            resume: ``pepo eval`` passes the model and data paths with their fingerprints, benchmark,
+            image root and dtype (:func:`results_header`). Without a ``"model"`` entry the loaded
+            model's parameters are fingerprinted (transformers backend).
 
     Returns:
         :class:`EvalResult`, rows in the order of ``records``.
@@ -202,27 +187,23 @@ def evaluate_model(
         raise ValueError(f"n must be >= 1, got {n}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if n > 1 and temperature <= 0:
+        raise ValueError(f"sampling n={n} answers needs temperature > 0, got {temperature} (n=1 decodes greedily)")
     if backend not in _BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {sorted(_BACKENDS)}")
     records = list(records)
-    config = {
-        "n": n, "temperature": temperature if n > 1 else 0.0, "top_p": top_p if n > 1 else 1.0,
-        "max_new_tokens": max_new_tokens, "blank_images": blank_images, "backend": backend, "seed": seed,
-        "decoding": "sampling" if n > 1 else "greedy",
-    }
+    config = eval_config(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                         blank_images=blank_images, backend=backend, seed=seed)
+    hashes = {record.id: question_sha256(record) for record in records}
     done: dict[str, dict] = {}
     sink = None
     if results_path is not None:
         results_path = Path(results_path)
-        _drop_partial_last_line(results_path)
-        done = _read_done(results_path, config)
-        results_path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = not results_path.exists() or results_path.stat().st_size == 0
-        sink = results_path.open("a", encoding="utf-8")
-        if fresh:
-            sink.write(json.dumps({"config": config}) + "\n")
-            sink.flush()
-    todo = [record for record in records if record.id not in done]
+        header = results_header(config, provenance, model, backend)
+        drop_partial_last_line(results_path)
+        done = read_rows(results_path, header)
+        sink = RowWriter(results_path, header)
+    todo = [record for record in records if row_key(record.id, hashes[record.id]) not in done]
     if done:
         logger.info("resuming: %d of %d questions already in %s", len(records) - len(todo), len(records), results_path)
     generate = _BACKENDS[backend]
@@ -235,11 +216,10 @@ def evaluate_model(
                 max_new_tokens=max_new_tokens, blank_images=blank_images, seed=seed,
             )
             for record, (outputs, lengths) in zip(batch, samples):
-                row = _score_question(record, outputs, lengths)
+                row = _score_question(record, outputs, lengths) | {"sha256": hashes[record.id]}
                 if sink is not None:
-                    sink.write(json.dumps(row, ensure_ascii=False) + "\n")
-                    sink.flush()
-                done[record.id] = row
+                    sink.write(row)
+                done[row_key(record.id, hashes[record.id])] = row
                 bar.update(1)
                 if on_question is not None:
                     on_question(row)
@@ -247,7 +227,7 @@ def evaluate_model(
         bar.close()
         if sink is not None:
             sink.close()
-    rows = [done[record.id] for record in records]
+    rows = [done[row_key(record.id, hashes[record.id])] for record in records]
     return EvalResult(questions=rows, totals=summarize(rows), config=config)
 
 

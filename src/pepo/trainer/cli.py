@@ -70,7 +70,7 @@ def _embedded_model(output_dir: Path, seed: int) -> Path:
     return path if (path / "config.json").is_file() else build_tiny_vlm(path, seed=seed)
 
 
-def _train_dataset(script_args: TrainScriptArguments, output_dir: Path, training_args):
+def _train_dataset(script_args: TrainScriptArguments, output_dir: Path, training_args, accept_image_size=None):
     from pepo.data import load_benchmark, to_grpo_dataset
 
     train_file = script_args.train_file
@@ -82,7 +82,9 @@ def _train_dataset(script_args: TrainScriptArguments, output_dir: Path, training
         with training_args.main_process_first(desc="embedded training data"):
             if not train_file.is_file():
                 generate_split(train_file.parent, "train", script_args.max_train_samples or 256, seed=0)
-    loaded = load_benchmark(script_args.train_format, train_file, image_root=script_args.image_root)
+    # images the model's processor refuses (e.g. aspect ratio > 200) are bad records here, not at step 7
+    loaded = load_benchmark(script_args.train_format, train_file, image_root=script_args.image_root,
+                            accept_image_size=accept_image_size)
     records = loaded.records[: script_args.max_train_samples] if script_args.max_train_samples else loaded.records
     return to_grpo_dataset(records)
 
@@ -91,7 +93,7 @@ def build_trainer(script_args: TrainScriptArguments, training_args, model_args):
     """The :class:`~pepo.trainer.PEPOTrainer` a parsed recipe describes (model, data, rewards, LoRA)."""
     from trl import get_peft_config
 
-    from pepo.modeling import load_model_and_processor
+    from pepo.modeling import image_size_check, load_model_and_processor
     from pepo.rewards import get_reward
     from pepo.trainer.trainer import PEPOTrainer
 
@@ -110,7 +112,7 @@ def build_trainer(script_args: TrainScriptArguments, training_args, model_args):
         model=model,
         reward_funcs=[get_reward(name) for name in script_args.reward_funcs],
         args=training_args,
-        train_dataset=_train_dataset(script_args, output_dir, training_args),
+        train_dataset=_train_dataset(script_args, output_dir, training_args, image_size_check(processor)),
         processing_class=processor,
         peft_config=get_peft_config(model_args),
     )
