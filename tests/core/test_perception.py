@@ -70,11 +70,26 @@ def test_bf16_inputs_close_to_float32(measure):
     assert (ours.double() - ref32).abs().max().item() < 0.02 * scale
 
 
-def test_independent_of_other_rows_and_of_padding_content():
+def test_independent_of_other_rows():
     hidden, vision = random_case(2)
     full = pepo.perception_scores(hidden, vision, 5)
     alone = pepo.perception_scores([h[:1] for h in hidden], vision[:1], 5)
     torch.testing.assert_close(full[:1], alone)
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+def test_independent_of_padding_content(measure):
+    # Positions that are neither image tokens nor completion tokens (prompt text, padding) must
+    # not count: fill them with large junk and the scores stay bit for bit the same.
+    T = 5
+    hidden, vision = random_case(3, T=T)
+    outside = ~vision
+    outside[:, -T:] = False
+    assert outside.any(1).all()  # every row has such positions
+    g = torch.Generator().manual_seed(7)
+    junk = [torch.where(outside.unsqueeze(-1), 1e4 * torch.randn(h.shape, generator=g, dtype=h.dtype), h) for h in hidden]
+    clean = pepo.perception_scores(hidden, vision, T, measure=measure)
+    torch.testing.assert_close(pepo.perception_scores(junk, vision, T, measure=measure), clean, rtol=0, atol=0)
 
 
 def test_bad_arguments_name_the_problem():

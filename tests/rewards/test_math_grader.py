@@ -22,8 +22,16 @@ def test_fixture_holds_every_distinct_geometry3k_solution():
     assert {"15", "6.45", "21 \\sqrt { 3 }", "\\frac { 17 } { 2 } \\sqrt { 3 }", "10 \\pi"} <= set(SOLUTIONS)
 
 
-def test_every_real_solution_is_correct_against_itself():
-    assert all(grade_math(s, s) for s in SOLUTIONS)
+def test_every_real_solution_is_correct_against_itself(monkeypatch):
+    # grade_math(s, s) stops at the string-equality shortcut; "{s}" is the same value written
+    # otherwise (never string-equal after normalisation), so mathruler in the helper decides.
+    asked = []
+    ask = math_grader._GraderProcess.ask
+    monkeypatch.setattr(math_grader._GraderProcess, "ask", lambda self, request, timeout: asked.append(request) or ask(self, request, timeout))
+    assert all(grade_math(s, s) for s in SOLUTIONS) and asked == []  # the shortcut
+    rewritten = [grade_math("{" + s + "}", s) for s in SOLUTIONS]
+    assert len(asked) == len(SOLUTIONS)  # every one reached the helper
+    assert all(rewritten)
 
 
 def test_real_solutions_without_spaces_grade_as_mathruler_says():

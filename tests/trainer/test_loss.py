@@ -16,6 +16,7 @@ import pepo.trainer.trainer as trainer_module
 from pepo.core import loss_multiplier, perception_scores, token_entropy, token_weights
 from pepo.trainer import PEPOTrainer
 from pepo.trainer.capture import language_model_of
+from pepo.trainer.trainer import PERCENTILES
 
 from .conftest import rollout
 
@@ -238,7 +239,9 @@ def test_log_signals_logs_a_baselines_signals_and_leaves_its_loss_alone(make_tra
     logged, reference = baseline._metrics["train"], pepo._metrics["train"]
     # the same forward of the same weights: the same similarity and entropy PEPO reads (Figure 6)
     assert logged["pepo/visual_similarity"] == reference["pepo/visual_similarity"] != []
-    assert logged["pepo/entropy/p50" if "pepo/entropy/p50" in logged else "pepo/entropy/p40"] == \
-        reference["pepo/entropy/p50" if "pepo/entropy/p50" in reference else "pepo/entropy/p40"]
+    for p in PERCENTILES:  # every entropy percentile, each logged by both (not [] == [] when neither logs it)
+        key = f"pepo/entropy/p{p}"
+        assert key in logged and key in reference, key
+        assert logged[key] == reference[key] and len(logged[key]) == 1, key
     # nothing is weighted: no lambda, no weight percentiles
     assert "pepo/lambda" not in logged and "pepo/weight/p0" not in logged

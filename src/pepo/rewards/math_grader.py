@@ -9,8 +9,9 @@ So the grading library runs in a persistent helper process (``_grader_worker.py`
 first use, one per calling process) that answers one request at a time over a pipe. Waiting on a
 pipe with a timeout works on any thread; when an answer takes longer than the limit, the helper is
 killed (the only thing that really stops a runaway sympy call), the answer scores 0, a timeout is
-counted, and the next request starts a fresh helper. :func:`grading_stats` returns the counts so a
-trainer can log them.
+counted, and the next request starts a fresh helper. :func:`grading_stats` returns the counts of
+the calling process; ``PEPOTrainer`` does not log them (each timeout is logged as a warning): read
+them yourself, e.g. from a ``TrainerCallback``'s ``on_log``, to put them in the training logs.
 
 Answers equal after normalisation are correct without asking the helper (every real Geometry3K
 solution graded against itself takes this path).
