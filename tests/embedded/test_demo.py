@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 
 import pytest
 
-from pepo.demo import main
+from pepo.demo import QUICK, main
 
 
 @pytest.mark.slow
@@ -19,14 +20,26 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     report = (out / "report.md").read_text()
     table = [line for line in report.splitlines() if line.startswith("| ") and not line.startswith("| method")]
     assert [row.split("|")[1].strip() for row in table] == ["warm_start", "grpo", "pepo_g"]
-    for row in table:
-        cells = [c.strip() for c in row.split("|")[1:-1]]
-        avg, majority, length = float(cells[1]), float(cells[2]), float(cells[3])
-        assert 0.0 <= avg <= 100.0 and 0.0 <= majority <= 100.0
-        assert 1.0 <= length <= 48.0  # at least the end token, at most max_completion_length
-
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_test"] == 32
+    rows = {r["method"]: r for r in metrics["rows"]}
+    qtypes = Counter(json.loads(line)["qtype"] for line in (out / "data" / "test.jsonl").read_text().splitlines())
+    assert sum(qtypes.values()) == 32
+    for line in table:
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        row = rows[cells[0]]
+        # the table prints what metrics.json holds
+        assert cells[1] == f"{100 * row['avg']:.1f}" and cells[2] == f"{100 * row['majority']:.1f}"
+        assert cells[3] == f"{row['mean_length']:.1f}" and cells[6] == f"{100 * row['blank_avg']:.1f}"
+        # at least the end token, at most max_completion_length tokens per answer
+        assert 1.0 <= row["mean_length"] <= QUICK.max_completion_length
+        # avg@N is the per-question-type breakdown weighted by the test split's questions of each type
+        assert set(row["by_qtype"]) == set(qtypes)
+        assert row["avg"] == pytest.approx(sum(qtypes[q] * v for q, v in row["by_qtype"].items()) / 32, abs=1e-12)
+        lift = row["avg"] - rows["warm_start"]["avg"]
+        assert row["lift"] == pytest.approx(lift, abs=1e-12)
+        if cells[0] != "warm_start":
+            assert cells[5].startswith(f"{100 * lift:+.1f} +- ")
     for method in ("grpo", "pepo_g"):
         log = metrics["rl_logs"][method]
         assert [r["step"] for r in log] == [1, 2, 3, 4]
