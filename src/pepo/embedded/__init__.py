@@ -1,6 +1,7 @@
 """The embedded default: a tiny Qwen2.5-VL and a synthetic visual-reasoning task it can learn on CPU.
 
-* :func:`build_tiny_vlm` writes a real, reloadable Qwen2.5-VL checkpoint (about 0.55 M parameters);
+* :func:`build_tiny_vlm` writes a real, reloadable Qwen2.5-VL checkpoint (388,992 parameters:
+  ``benchmarks/model_sizes.py``);
 * :mod:`pepo.embedded.synthetic` generates the task (PIL-rendered 2 x 2 grids, Geometry3K JSONL).
 """
 

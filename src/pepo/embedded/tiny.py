@@ -6,7 +6,8 @@ processor files), so every code path that serves the real model (processor, imag
 TRL's VLM handling, generation, PEPO's hidden-state capture) runs on it unchanged:
 
 * model: ``Qwen2_5_VLForConditionalGeneration`` from config, text hidden 128, 2 decoder layers,
-  tied embeddings, a one-block vision tower (about 0.55 M parameters in all), random weights;
+  tied embeddings, a one-block vision tower (388,992 parameters in all: ``benchmarks/model_sizes.py``),
+  random weights;
 * image processor: ``Qwen2VLImageProcessorPil`` with min = max pixels = 56 x 56, so every image
   becomes 4 x 4 patches of 14 px, merged 2 x 2 into **4 image tokens** (one per grid cell of
   the synthetic task, :mod:`pepo.embedded.synthetic`);
