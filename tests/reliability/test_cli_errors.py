@@ -110,7 +110,8 @@ def test_eval_help_example_points_at_a_checkpoint():
 
 def test_eval_data_folder_lists_its_files_and_refuses_mixed_splits(tiny_vlm_path, synthetic_data_dir, tmp_path, capsys,
                                                                    monkeypatch):
-    assert _run(capsys, _eval(tiny_vlm_path, synthetic_data_dir, "--out", str(tmp_path / "r.json"))) == (
+    fast = ["--n", "1", "--max-new-tokens", "1"]  # were the folder read, the run would stay short
+    assert _run(capsys, _eval(tiny_vlm_path, synthetic_data_dir, *fast, "--out", str(tmp_path / "r.json"))) == (
         f"pepo eval: {synthetic_data_dir}: this folder holds the splits test, train, val; name one (--split test) "
         "or pass its file")
     assert _run(capsys, _eval(tiny_vlm_path, synthetic_data_dir, "--split", "dev", "--out", str(tmp_path / "r.json"))) == (
@@ -122,7 +123,11 @@ def test_eval_data_folder_lists_its_files_and_refuses_mixed_splits(tiny_vlm_path
         raise KeyboardInterrupt
 
     monkeypatch.setattr(eval_cli, "_load_model", stop)
-    assert pepo_main(_eval(tiny_vlm_path, synthetic_data_dir, "--split", "test", "--out", str(tmp_path / "r.json"))) == 130
+    try:
+        code = pepo_main(_eval(tiny_vlm_path, synthetic_data_dir, "--split", "test", "--out", str(tmp_path / "r.json")))
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped pepo eval as a traceback")
+    assert code == 130
     assert "pepo eval: read 8 questions from 1 file(s): test.jsonl" in capsys.readouterr().err
 
 
@@ -196,8 +201,8 @@ def test_analyze_paths(tiny_vlm_path, synthetic_data_dir, tmp_path, capsys, no_m
     assert _run(capsys, [*base, "--model", str(tiny_vlm_path), "--out", str(file)]) == f"pepo analyze: --out {file}: is a file; give a folder"
     assert _run(capsys, [*base, "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "a")]) == (
         f"pepo analyze: --model {tmp_path / 'nope'}: no such folder (pepo loads local checkpoints only)")
-    assert _run(capsys, ["analyze", "--model", str(tiny_vlm_path), "--data", str(synthetic_data_dir), "--out",
-                         str(tmp_path / "a")]).startswith(f"pepo analyze: {synthetic_data_dir}: this folder holds the splits")
+    assert _run(capsys, ["analyze", "--model", str(tiny_vlm_path), "--data", str(synthetic_data_dir), "--n", "1",
+                         "--max-new-tokens", "1", "--out", str(tmp_path / "a")]).startswith(f"pepo analyze: {synthetic_data_dir}: this folder holds the splits")
 
 
 @pytest.mark.parametrize(("extra", "line"), [
@@ -226,6 +231,10 @@ def test_demo_ctrl_c_is_one_line(tmp_path, capsys, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pepo.demo, "run_demo", interrupted)
-    assert pepo_main(["demo", "--out", str(tmp_path / "demo")]) == 130
+    try:
+        code = pepo_main(["demo", "--out", str(tmp_path / "demo")])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped pepo demo as a traceback")
+    assert code == 130
     err = capsys.readouterr().err
     assert err.strip() == f"pepo demo: interrupted; {tmp_path / 'demo'} holds what finished; rerun the same command to start again"

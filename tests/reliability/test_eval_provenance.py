@@ -155,7 +155,11 @@ def test_ctrl_c_is_one_line_saying_how_to_resume(tiny_vlm_path, data, tmp_path, 
 
     monkeypatch.setitem(evaluator._BACKENDS, "transformers", interrupted)
     out = tmp_path / "results.json"
-    assert pepo_main(_argv(tiny_vlm_path, data, out)) == 130
+    try:
+        code = pepo_main(_argv(tiny_vlm_path, data, out))
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped pepo eval as a traceback")
+    assert code == 130
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1] == (f"pepo eval: interrupted; the finished questions are in "
                                             f"{results_jsonl_path(out)}; rerun the same command to resume")
