@@ -34,7 +34,7 @@ def _run(capsys, argv) -> str:
     err = capsys.readouterr().err
     assert code == 2, err
     assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if line.startswith("pepo ") and " read " not in line]
+    errors = err.strip().splitlines()
     assert len(errors) == 1, err
     return errors[0]
 

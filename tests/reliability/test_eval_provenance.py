@@ -26,9 +26,9 @@ def _argv(model, data, out, *extra) -> list[str]:
 
 
 def _one_error_line(capsys) -> str:
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("pepo ")]
-    assert "Traceback" not in "\n".join(lines)
-    return lines[-1]
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    return lines[0]
 
 
 @pytest.fixture(scope="module")

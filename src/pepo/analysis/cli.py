@@ -115,7 +115,7 @@ def _prepare_samples(args, out: Path):
     config = eval_config(n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
                          blank_images=False, backend="transformers", seed=args.seed)
     check_resumable(samples, results_header(config, provenance))
-    return records, provenance
+    return data, records, provenance
 
 
 def _print_summary(report: Path, responses, k: int, measure: str, console: Console) -> None:
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check(args)
         dynamics = load_runs(args.runs) if args.runs else None
-        records, provenance = _prepare_samples(args, out) if args.model is not None else (None, None)
+        data, records, provenance = _prepare_samples(args, out) if args.model is not None else (None, None, None)
     except ResumeMismatch as exc:
         print(f"pepo analyze: {exc.path} holds samples of another run: {exc.field} is {exc.old!r} there, {exc.new!r} "
               "here; use another --out, or --overwrite to start over", file=sys.stderr)
@@ -151,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ArgumentError, DataError, FileNotFoundError, KeyError, ValueError) as exc:
         print(f"pepo analyze: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 2
+    if data is not None:
+        from pepo.evaluation.cli import report_questions
+
+        report_questions("pepo analyze", data, args.data)
     try:
         return _run(args, out, records, provenance, dynamics)
     except KeyboardInterrupt:

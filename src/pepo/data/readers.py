@@ -65,6 +65,9 @@ def data_files(path: str | Path, split: str | None = None) -> list[Path]:
     """
     path = Path(path)
     if path.is_file():
+        if split is not None and _split_of(path, path.parent) != split:
+            raise DataError(path, None, None, f"split {split!r} named, but this file is not of that split; "
+                            "pass the folder with the split, or the file without it")
         return [path]
     files = sorted(p for p in path.rglob("*") if p.suffix in _TABLE_SUFFIXES and p.is_file())
     if not files:

@@ -33,7 +33,7 @@ from pepo.cli_checks import (
     interrupted,
 )
 
-__all__ = ["default_out", "load_questions", "main", "results_jsonl_path"]
+__all__ = ["default_out", "load_questions", "main", "report_questions", "results_jsonl_path"]
 
 
 def results_jsonl_path(out: Path) -> Path:
@@ -93,7 +93,7 @@ def _check_arguments(args) -> Path:
 def load_questions(args, command: str, processor=None):
     """``(loaded data, provenance)`` of a run's ``--data`` (``args``: benchmark,
     data, split, image_root, skip_invalid, allow_absolute_paths, model, dtype); images the model's
-    processor refuses are bad records. Prints the files read and the records skipped."""
+    processor refuses are bad records. :func:`report_questions` says what was read."""
     from pepo.data import load_benchmark
     from pepo.evaluation.resume import question_sha256, run_provenance
     from pepo.modeling import image_size_check
@@ -103,16 +103,20 @@ def load_questions(args, command: str, processor=None):
         allow_absolute_paths=args.allow_absolute_paths, split=args.split,
         accept_image_size=image_size_check(processor) if processor is not None else None,
     )
-    root = Path(args.data)
-    names = [str(f.relative_to(root)) if root.is_dir() else f.name for f in data.files]
-    print(f"{command}: read {len(data.records)} questions from {len(names)} file(s): {', '.join(names)}", file=sys.stderr)
-    for error in data.skipped:
-        print(f"{command}: skipped {error}", file=sys.stderr)
     provenance = run_provenance(
         model=args.model, data=args.data, hashes=[question_sha256(r) for r in data.records], benchmark=args.benchmark,
         image_root=args.image_root, split=args.split, dtype=args.dtype or ("auto" if getattr(args, "backend", "") == "vllm" else "float32"),
     )
     return data, provenance
+
+
+def report_questions(command: str, data, data_path: str | Path) -> None:
+    """The files read (a ``--data`` folder's, by their path in it) and the records skipped, on stderr."""
+    root = Path(data_path)
+    names = [str(f.relative_to(root)) if root.is_dir() else f.name for f in data.files]
+    print(f"{command}: read {len(data.records)} questions from {len(names)} file(s): {', '.join(names)}", file=sys.stderr)
+    for error in data.skipped:
+        print(f"{command}: skipped {error}", file=sys.stderr)
 
 
 def _load_model(args):
@@ -194,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ArgumentError, DataError, FileNotFoundError, KeyError) as exc:
         print(f"pepo eval: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 2
+    report_questions("pepo eval", data, args.data)
     try:
         model, processor = _load_model(args)
         result = evaluate_model(
