@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ArgumentError, DataError, FileNotFoundError, KeyError, ValueError) as exc:
         print(f"pepo analyze: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return interrupted("pepo analyze", "nothing was sampled yet")
     if data is not None:
         from pepo.evaluation.cli import report_questions
 

@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ArgumentError, DataError, FileNotFoundError, KeyError) as exc:
         print(f"pepo eval: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return interrupted("pepo eval", "nothing was evaluated yet")
     report_questions("pepo eval", data, args.data)
     try:
         model, processor = _load_model(args)
