@@ -238,3 +238,21 @@ def test_demo_ctrl_c_is_one_line(tmp_path, capsys, monkeypatch):
     assert code == 130
     err = capsys.readouterr().err
     assert err.strip() == f"pepo demo: interrupted; {tmp_path / 'demo'} holds what finished; rerun the same command to start again"
+
+
+def test_analyze_ctrl_c_is_one_line(tiny_vlm_path, synthetic_data_dir, tmp_path, capsys, monkeypatch):
+    import pepo.analysis.cli as analyze_cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(analyze_cli, "_run", interrupted)
+    out = tmp_path / "a"
+    try:
+        code = pepo_main(["analyze", "--model", str(tiny_vlm_path), "--data", str(synthetic_data_dir / "test.jsonl"),
+                          "--out", str(out)])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped pepo analyze as a traceback")
+    assert code == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"pepo analyze: interrupted; the sampled questions are in {out / 'samples.jsonl'}; rerun the same command to resume")
