@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -117,8 +119,93 @@ def config(output_dir, per_device_train_batch_size: int, **overrides):
     return PEPOConfig(**fields)
 
 
-def run(model_path, output_dir, per_device_train_batch_size: int, **overrides) -> dict:
-    """Train the tiny model for ``max_steps`` on fixed completions; returns what the tests compare."""
+def record_pepo_signals(trainer) -> list:
+    """Record, per loss forward, each row's perception prior and token weights on its valid
+    completion tokens, keyed by ``(optimiser step, completion ids)`` (TRL shuffles rows, and the
+    two runs split them differently); returns the list of ``(key, prior, weights)`` it fills."""
+    from pepo.trainer import trainer as trainer_module
+
+    records, last_weights = [], []
+    token_weights = trainer_module.token_weights
+
+    def recording_token_weights(*args, **kwargs):
+        weights = token_weights(*args, **kwargs)
+        last_weights.append(weights)
+        return weights
+
+    apply = trainer._apply_token_weights
+
+    def recording_apply(inputs, perception, entropies, has_image):
+        last_weights.clear()
+        apply(inputs, perception, entropies, has_image)
+        mask = inputs["completion_mask"].bool()
+        for row in range(mask.size(0)):
+            ids = inputs["completion_ids"][row][mask[row]].tolist()
+            key = f"{trainer.state.global_step + 1}/{' '.join(map(str, ids))}"
+            records.append((key, perception[row][mask[row]].tolist(), last_weights[0][row][mask[row]].tolist()))
+
+    trainer_module.token_weights = recording_token_weights
+    trainer._apply_token_weights = recording_apply
+    return records
+
+
+def count_hidden_states(trainer) -> list:
+    """Number of hidden states the capture hooks hand over in each policy forward of the loss."""
+    from pepo.trainer import trainer as trainer_module
+
+    counts = []
+    accumulator = trainer_module.PerceptionAccumulator
+
+    class Counting(accumulator):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            counts.append(0)
+
+        def add(self, hidden):
+            counts[-1] += 1
+            return super().add(hidden)
+
+    trainer_module.PerceptionAccumulator = Counting
+    return counts
+
+
+def full_parameters(model) -> dict[str, torch.Tensor]:
+    """Every parameter, whole (FSDP2 shards are DTensors: ``full_tensor`` all-gathers them, so
+    every process must call this at the same point)."""
+    from torch.distributed.tensor import DTensor
+
+    return {n: (p.full_tensor() if isinstance(p, DTensor) else p).detach().cpu().clone()
+            for n, p in model.named_parameters()}
+
+
+class StopAfterCheckpoint:
+    """Trainer callback: after the checkpoint of step ``step`` is written, record the parameters
+    and this process's summary, wait for every process, then SIGKILL this process (no clean
+    shutdown: what a pre-empted node does)."""
+
+    def __new__(cls, step: int, on_stop):
+        from transformers import TrainerCallback
+
+        class _Stop(TrainerCallback):
+            def on_save(self, args, state, control, **kwargs):
+                if state.global_step == step:
+                    on_stop()
+                    if torch.distributed.is_initialized():
+                        torch.distributed.barrier()
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        return _Stop()
+
+
+def run(model_path, output_dir, per_device_train_batch_size: int, kill_after_step: int | None = None,
+        resume_from_checkpoint: str | None = None, on_stop=None, snapshot_steps=(), **overrides) -> dict:
+    """Train the tiny model for ``max_steps`` on fixed completions; returns what the tests compare.
+
+    ``snapshot_steps``: optimiser steps after which the whole parameters are recorded (``"snapshots"``).
+
+    ``kill_after_step``: SIGKILL every process once that step's checkpoint is written, after
+    calling ``on_stop(result)`` with what this function would have returned at that point.
+    """
     from pepo.modeling import load_model_and_processor
     from pepo.trainer import PEPOTrainer
 
@@ -137,18 +224,67 @@ def run(model_path, output_dir, per_device_train_batch_size: int, **overrides) -
         return out
 
     trainer._gathered_valid = counting_gather
-    trainer.train()
-    unwrapped = trainer.accelerator.unwrap_model(trainer.model)
-    return {
-        "rank": trainer.accelerator.process_index,
-        "world_size": trainer.accelerator.num_processes,
-        "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
-        "device": str(trainer.accelerator.device),
-        "params": {n: p.detach().cpu().clone() for n, p in unwrapped.named_parameters()},
-        "logs": [{k: v for k, v in entry.items() if k not in TIMING_KEYS} for entry in trainer.state.log_history],
-        "completion_ids": served,
-        "gather_counts": counts,
-    }
+    from pepo.trainer import trainer as trainer_module
+
+    saved = trainer_module.token_weights, trainer_module.PerceptionAccumulator
+
+    def restore_module():
+        trainer_module.token_weights, trainer_module.PerceptionAccumulator = saved
+
+    signals = record_pepo_signals(trainer)
+    hidden_counts = count_hidden_states(trainer)
+
+    def result() -> dict:
+        from pepo.trainer.capture import language_model_of
+        from torch.distributed.tensor import DTensor
+
+        language_model = language_model_of(trainer.model_wrapped)
+        return {
+            "rank": trainer.accelerator.process_index,
+            "world_size": trainer.accelerator.num_processes,
+            "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
+            "device": str(trainer.accelerator.device),
+            "distributed_type": str(trainer.accelerator.distributed_type),
+            "wrapper": type(trainer.model_wrapped).__name__,
+            "language_model": type(language_model).__name__,
+            "language_model_sharded": any(isinstance(p, DTensor) for p in language_model.parameters()),
+            "params": full_parameters(trainer.accelerator.unwrap_model(trainer.model)),
+            "logs": [{k: v for k, v in entry.items() if k not in TIMING_KEYS} for entry in trainer.state.log_history],
+            "completion_ids": served,
+            "gather_counts": counts,
+            "signals": signals,
+            "hidden_states_per_forward": hidden_counts,
+            "snapshots": snapshots,
+        }
+
+    snapshots = {}
+    if snapshot_steps:
+        from transformers import TrainerCallback
+
+        class Snapshot(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step in snapshot_steps:
+                    snapshots[state.global_step] = full_parameters(trainer.accelerator.unwrap_model(trainer.model))
+
+        trainer.add_callback(Snapshot())
+    if kill_after_step is not None:
+        trainer.add_callback(StopAfterCheckpoint(kill_after_step, lambda: on_stop(result())))
+    try:
+        trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+        return result()
+    finally:
+        restore_module()
+
+
+def write_result(result: dict, out: Path) -> None:
+    """Rank 0 writes the parameters, every rank its summary ``rank{r}.json``."""
+    rank = result["rank"]
+    if rank == 0:
+        from safetensors.torch import save_file
+
+        save_file({n: p.contiguous() for n, p in result["params"].items()}, str(out / "params.safetensors"))
+    summary = {k: v for k, v in result.items() if k not in ("params", "snapshots")}
+    (out / f"rank{rank}.json").write_text(json.dumps(summary))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,16 +292,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--per_device_train_batch_size", type=int, required=True)
+    parser.add_argument("--max_steps", type=int, default=2)
+    parser.add_argument("--constant_lr", action="store_true", help="lr_scheduler_type=constant")
+    parser.add_argument("--save_steps", type=int, default=0, help="save a checkpoint every N steps (0: never)")
+    parser.add_argument("--kill_after_step", type=int, default=None)
+    parser.add_argument("--resume_from_checkpoint", default=None)
     args = parser.parse_args(argv)
-    out = Path(args.out)
-    result = run(args.model, out / "trainer", args.per_device_train_batch_size)
-    rank = result["rank"]
-    if rank == 0:
-        from safetensors.torch import save_file
+    from pepo.trainer.cpu_sharding import allow_sharding_on_cpu
 
-        save_file({n: p.contiguous() for n, p in result["params"].items()}, str(out / "params.safetensors"))
-    summary = {k: v for k, v in result.items() if k != "params"}
-    (out / f"rank{rank}.json").write_text(json.dumps(summary))
+    allow_sharding_on_cpu()  # what `pepo train` does: FSDP / DeepSpeed configs shard on CPU too
+    out = Path(args.out)
+    overrides = {"max_steps": args.max_steps}
+    if args.constant_lr:
+        overrides["lr_scheduler_type"] = "constant"
+    if args.save_steps:
+        overrides.update(save_strategy="steps", save_steps=args.save_steps)
+    result = run(args.model, out / "trainer", args.per_device_train_batch_size, kill_after_step=args.kill_after_step,
+                 resume_from_checkpoint=args.resume_from_checkpoint, on_stop=lambda r: write_result(r, out),
+                 **overrides)
+    write_result(result, out)
     return 0
 
 

@@ -154,7 +154,14 @@ EXPECTED_ACCELERATE = {
     "fsdp": ("FSDP", {"fsdp_version": 2, "fsdp_state_dict_type": "FULL_STATE_DICT", "fsdp_activation_checkpointing": False}),
     # accelerate's MULTI_CPU launcher needs mpirun; MULTI_GPU is torchrun, which falls back to gloo on CPU
     "cpu_2proc_gloo": ("MULTI_GPU", {}),
+    # run by tests/scale/test_sharded.py (pepo.trainer.cpu_sharding keeps accelerate from falling back to DDP)
+    "fsdp2_cpu_2proc": ("FSDP", {"fsdp_version": 2, "fsdp_state_dict_type": "SHARDED_STATE_DICT"}),
+    "deepspeed_zero2_cpu_2proc": ("DEEPSPEED", {"zero_stage": 2}),
+    "fsdp2_2nodes": ("FSDP", {"fsdp_version": 2, "fsdp_state_dict_type": "SHARDED_STATE_DICT"}),
 }
+# the launch command may carry launcher flags (a multi-node config names machine rank and address)
+ACCELERATE_LAUNCH = re.compile(
+    r"^# accelerate launch --config_file (recipes/accelerate/\S+\.yaml)((?: --\w+ \S+)*) -m pepo train --config (\S+\.yaml)$")
 
 
 def launcher_options() -> set[str]:
@@ -168,9 +175,11 @@ def test_accelerate_config_loads_and_every_key_is_known(path):
     from accelerate.commands.config.config_args import load_config_from_file
 
     first = path.read_text().splitlines()[0]
-    launch = LAUNCH.match(first)
+    launch = ACCELERATE_LAUNCH.match(first)
     assert launch and launch.group(1) == str(path.relative_to(ROOT)), f"{path.name}: first line {first!r}"
-    assert (ROOT / launch.group(2)).is_file()
+    assert (ROOT / launch.group(3)).is_file()
+    flags = launch.group(2).split()[::2]
+    assert not [f for f in flags if f[2:] not in launcher_options()], f"{path.name}: unknown launcher flag in {flags}"
 
     config = load_config_from_file(str(path))  # a dataclass: an unknown top-level key is a TypeError
     distributed_type, expected = EXPECTED_ACCELERATE[path.stem]
@@ -180,7 +189,10 @@ def test_accelerate_config_loads_and_every_key_is_known(path):
     unknown = [k for k in plugin if k not in options]
     assert not unknown, f"{path.name}: accelerate launch has no option {unknown}"
     assert expected.items() <= plugin.items()
-    if path.stem == "cpu_2proc_gloo":
-        assert config.num_processes == 2 and config.mixed_precision == "no"
+    if path.stem.endswith("cpu_2proc") or path.stem == "cpu_2proc_gloo":
+        assert config.num_processes == 2 and config.mixed_precision == "no" and not config.use_cpu
+    elif path.stem == "fsdp2_2nodes":
+        assert (config.num_machines, config.num_processes, config.mixed_precision) == (2, 16, "bf16")
+        assert {"--machine_rank", "--main_process_ip", "--main_process_port"} <= set(flags)
     else:
         assert config.num_processes == 8 and config.mixed_precision == "bf16" and not config.use_cpu

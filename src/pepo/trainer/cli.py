@@ -97,6 +97,10 @@ def build_trainer(script_args: TrainScriptArguments, training_args, model_args):
     from pepo.rewards import get_reward
     from pepo.trainer.trainer import PEPOTrainer
 
+    if training_args.use_cpu:  # an FSDP / DeepSpeed accelerate config shards on CPU too (not DDP, silently)
+        from pepo.trainer.cpu_sharding import allow_sharding_on_cpu
+
+        allow_sharding_on_cpu()
     output_dir = Path(training_args.output_dir)
     model_path = model_args.model_name_or_path
     if model_path is None:
