@@ -59,6 +59,13 @@ def length_reward(completions, **kwargs) -> list[float]:
     return [float(len(str(c)) % 5) for c in completions]
 
 
+def constant_for_red_and_green(completions, image=None, **kwargs) -> list[float]:
+    """A constant reward for the red and the green prompt (zero-variance groups, which dynamic sampling
+    drops), :func:`length_reward` for the others."""
+    varied = length_reward(completions)
+    return [0.5 if tuple(im.getpixel((0, 0))) in COLOURS[:2] else r for im, r in zip(image, varied)]
+
+
 def fixed_completion(key: str, index_in_group: int, vocab_size: int, eos_id: int, special_ids: set[int]) -> list[int]:
     """Token ids that depend only on ``key`` (the prompt) and the index within its group: lengths
     3..6, odd indices stopped by EOS, even ones truncated at the length limit."""
@@ -169,6 +176,27 @@ def count_hidden_states(trainer) -> list:
     return counts
 
 
+def record_dynamic_batches(trainer) -> list:
+    """With dynamic sampling: per training batch, the image key of each row and its advantage."""
+    from pepo.trainer.dynamic_sampling import unbatch
+
+    batches = []
+    sampler = trainer._dynamic_sampler
+    if sampler is None:
+        return batches
+    generate = sampler.generate
+
+    def recording_generate(inputs, rollout):
+        out = generate(inputs, rollout)
+        rows = unbatch({k: v for k, v in out.items() if k != "num_items_in_batch"})
+        batches.append([(hashlib.sha256(row["pixel_values"].numpy().tobytes()).hexdigest()[:16],
+                         float(row["advantages"])) for row in rows])
+        return out
+
+    sampler.generate = recording_generate
+    return batches
+
+
 def full_parameters(model) -> dict[str, torch.Tensor]:
     """Every parameter, whole (FSDP2 shards are DTensors: ``full_tensor`` all-gathers them, so
     every process must call this at the same point)."""
@@ -198,7 +226,8 @@ class StopAfterCheckpoint:
 
 
 def run(model_path, output_dir, per_device_train_batch_size: int, kill_after_step: int | None = None,
-        resume_from_checkpoint: str | None = None, on_stop=None, snapshot_steps=(), **overrides) -> dict:
+        resume_from_checkpoint: str | None = None, on_stop=None, snapshot_steps=(), reward=length_reward,
+        **overrides) -> dict:
     """Train the tiny model for ``max_steps`` on fixed completions; returns what the tests compare.
 
     ``snapshot_steps``: optimiser steps after which the whole parameters are recorded (``"snapshots"``).
@@ -211,10 +240,11 @@ def run(model_path, output_dir, per_device_train_batch_size: int, kill_after_ste
 
     model, processor = load_model_and_processor(model_path)
     trainer = PEPOTrainer(
-        model=model, reward_funcs=[length_reward], processing_class=processor, train_dataset=image_dataset(),
+        model=model, reward_funcs=[reward], processing_class=processor, train_dataset=image_dataset(),
         args=config(output_dir, per_device_train_batch_size, **overrides),
     )
     served = install_replay(trainer)
+    batches = record_dynamic_batches(trainer)
     counts = []  # (entries on this process, entries after gathering) per gathered metric
     gather = trainer._gathered_valid
 
@@ -255,6 +285,7 @@ def run(model_path, output_dir, per_device_train_batch_size: int, kill_after_ste
             "signals": signals,
             "hidden_states_per_forward": hidden_counts,
             "snapshots": snapshots,
+            "dynamic_batches": batches,
         }
 
     snapshots = {}
@@ -297,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save_steps", type=int, default=0, help="save a checkpoint every N steps (0: never)")
     parser.add_argument("--kill_after_step", type=int, default=None)
     parser.add_argument("--resume_from_checkpoint", default=None)
+    parser.add_argument("--dynamic_sampling", nargs="*", choices=["pepo", "none"], default=None,
+                        help="DAPO dynamic sampling, loss dapo, red/green prompts uninformative; one run per "
+                        "weighting given (pepo: PEPO_D, none: DAPO), results under OUT/<weighting>/")
     args = parser.parse_args(argv)
     from pepo.trainer.cpu_sharding import allow_sharding_on_cpu
 
@@ -307,11 +341,26 @@ def main(argv: list[str] | None = None) -> int:
         overrides["lr_scheduler_type"] = "constant"
     if args.save_steps:
         overrides.update(save_strategy="steps", save_steps=args.save_steps)
+    if args.dynamic_sampling:
+        for weighting in args.dynamic_sampling:
+            (out / weighting).mkdir(parents=True, exist_ok=True)
+            result = run(args.model, out / weighting / "trainer", args.per_device_train_batch_size,
+                         **overrides, **dynamic_sampling_overrides(weighting))
+            write_result(result, out / weighting)
+        return 0
     result = run(args.model, out / "trainer", args.per_device_train_batch_size, kill_after_step=args.kill_after_step,
                  resume_from_checkpoint=args.resume_from_checkpoint, on_stop=lambda r: write_result(r, out),
                  **overrides)
     write_result(result, out)
     return 0
+
+
+def dynamic_sampling_overrides(weighting: str) -> dict:
+    """PEPO_D (``weighting="pepo"``) or DAPO (``"none"``) as the tests run them: ``loss_type="dapo"``
+    (normalised by the global token count, so 2 processes = 1 exactly; the paper's ``bnpo`` normalises
+    per process), clip-higher, the red and green prompts uninformative."""
+    return dict(weighting=weighting, dynamic_sampling=True, dynamic_sampling_max_rounds=4, loss_type="dapo",
+                epsilon_high=0.28, reward=constant_for_red_and_green)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 import torch
 
 from pepo.trainer.dynamic_sampling import rebatch, unbatch
@@ -72,3 +74,50 @@ def test_batch_is_completed_with_dropped_groups_when_rounds_run_out(make_trainer
         out = trainer._generate_and_score_completions([trainer.train_dataset[0]] * 4)
     assert out["prompt_ids"].size(0) == 4
     assert trainer._metrics["train"]["dynamic_sampling/frac_batch_filled_with_dropped"][-1] == 1.0
+
+
+# ---- across processes: dealing whole groups out (the 2-process run is tests/scale/test_dynamic_sampling_ranks.py)
+
+
+def test_assign_groups_keeps_own_groups_and_moves_only_the_surplus():
+    from pepo.trainer.dynamic_sampling import assign_groups
+
+    # round 0: rank 0's group dropped, rank 1's kept; round 1: both informative (rank 1 has 2 now)
+    selected = [(0, 1), (1, 0), (1, 1)]
+    owner = {(0, 0): 0, (0, 1): 1, (1, 0): 0, (1, 1): 1}
+    assert assign_groups(selected[:2], owner, 1, 2) == [[(1, 0)], [(0, 1)]]  # nothing moves
+    owner = {(0, 0): 0, (0, 1): 1, (1, 0): 1, (1, 1): 1}
+    assert assign_groups(selected[:2], owner, 1, 2) == [[(1, 0)], [(0, 1)]]  # rank 1's surplus goes to rank 0
+
+
+@given(owners=st.lists(st.integers(0, 3), min_size=1, max_size=24), per_process=st.integers(1, 3),
+       processes=st.integers(1, 4))
+def test_assign_groups_deals_every_group_once_and_moves_as_few_as_possible(owners, per_process, processes):
+    from pepo.trainer.dynamic_sampling import assign_groups
+
+    owners = [o % processes for o in owners]
+    target = per_process * processes
+    if len(owners) < target:
+        return
+    selected = [(0, g) for g in range(target)]
+    owner = {(0, g): owners[g] for g in range(target)}
+    plan = assign_groups(selected, owner, per_process, processes)
+    assert [len(groups) for groups in plan] == [per_process] * processes
+    assert sorted(g for groups in plan for g in groups) == sorted(selected)
+    moved = sum(owner[g] != rank for rank, groups in enumerate(plan) for g in groups)
+    own = [sum(owner[g] == rank for g in selected) for rank in range(processes)]
+    assert moved == sum(max(per_process - n, 0) for n in own)
+
+
+def test_a_group_split_across_processes_is_refused():
+    from types import SimpleNamespace
+
+    from pepo.trainer.dynamic_sampling import DynamicSampler
+
+    trainer = SimpleNamespace(train_dataset=image_dataset(2), num_generations=4,
+                              args=SimpleNamespace(generation_batch_size=4, seed=0),
+                              accelerator=SimpleNamespace(num_processes=2, process_index=0))
+    with pytest.raises(ValueError, match="split across processes"):
+        DynamicSampler(trainer)
+    trainer.args.generation_batch_size = 8
+    DynamicSampler(trainer)

@@ -7,15 +7,25 @@ drawn prompts are generated until the batch is full again. Here:
 1. TRL's ``_generate_and_score_completions`` rolls out the generation batch as usual.
 2. Groups whose total reward (reward functions weighted as TRL weights them) is constant are
    dropped; the kept rows are set aside.
-3. While some process is short, every process draws ``len(batch) / G`` new prompts from its own
-   seeded permutation of the training set and rolls them out (all processes run the same number
-   of rounds, so TRL's collective gathers stay in step), at most ``dynamic_sampling_max_rounds``
-   times.
-4. The kept rows (re-padded) fill the batch; if it is still short, dropped groups (advantage 0,
-   so no policy gradient, but they do count in token normalisers) complete it and a warning says so.
+3. The decision is global: TRL gathers every process's rewards, so every process knows which
+   groups of *all* processes are kept, and all take the same decision without a collective.
+   While fewer informative groups than the global batch holds have been kept, a refill round
+   draws the global batch's number of prompts from one seeded permutation of the training set
+   (the same on every process; each process rolls out its own slice), at most
+   ``dynamic_sampling_max_rounds`` times. So 2 processes draw and keep exactly the groups one
+   process with the same global batch would.
+4. The first kept groups, in global order (then dropped ones if still short: advantage 0, so no
+   policy gradient, but they count in token normalisers; a warning says so), are dealt out whole,
+   the same number to every process: each keeps its own first, the surplus of one process goes to
+   those that are short (``all_gather_object`` of just those rows). Rows are re-padded.
 
-Logged: ``dynamic_sampling/frac_groups_dropped`` (of all groups generated for this batch),
-``dynamic_sampling/rounds`` (extra rounds run) and ``dynamic_sampling/frac_batch_filled_with_dropped``.
+Groups never straddle processes: ``per_device_train_batch_size x steps_per_generation`` must be a
+multiple of ``num_generations`` (checked at construction).
+
+Logged (the same on every process): ``dynamic_sampling/frac_groups_dropped`` (of all groups generated
+for this batch), ``dynamic_sampling/rounds`` (refill rounds), ``dynamic_sampling/refill_prompts``
+(prompts drawn by them, over all processes), ``dynamic_sampling/frac_batch_filled_with_dropped`` and
+``dynamic_sampling/groups_moved`` (groups sent to another process).
 """
 
 from __future__ import annotations
@@ -148,6 +158,29 @@ def rebatch(rows: list[dict[str, Any]], pad_token_id: int) -> dict[str, Any]:
     return batch
 
 
+def _to(rows: list[dict[str, Any]], device) -> list[dict[str, Any]]:
+    """``rows`` with every tensor (also inside the ``(prompt, completion)`` pairs) on ``device``."""
+    def move(value):
+        if isinstance(value, torch.Tensor):
+            return value.to(device)
+        return tuple(move(v) for v in value) if isinstance(value, tuple) else value
+
+    return [{key: move(value) for key, value in row.items()} for row in rows]
+
+
+def assign_groups(selected: list, owner: dict, per_process: int, num_processes: int) -> list[list]:
+    """Which of the ``selected`` groups each process trains on: ``per_process`` each, a process's own
+    groups first (they need no transfer), the surplus of the others (in ``selected`` order) filling
+    the processes that are short, lowest rank first. Pure: every process computes the same plan."""
+    plan = [[g for g in selected if owner[g] == rank][:per_process] for rank in range(num_processes)]
+    placed = {g for groups in plan for g in groups}
+    surplus = [g for g in selected if g not in placed]
+    for groups in plan:
+        while len(groups) < per_process:
+            groups.append(surplus.pop(0))
+    return plan
+
+
 class DynamicSampler:
     """Drop zero-variance groups and refill the generation batch (see the module docstring)."""
 
@@ -157,68 +190,100 @@ class DynamicSampler:
         dataset = trainer.train_dataset
         if dataset is None or isinstance(dataset, IterableDataset):
             raise ValueError("dynamic_sampling=True needs a map-style train_dataset (it draws extra prompts by index)")
-        seed = trainer.args.seed + 1 + trainer.accelerator.process_index
-        self._generator = torch.Generator().manual_seed(seed)
+        args, processes = trainer.args, trainer.accelerator.num_processes
+        local_rows = args.generation_batch_size // processes
+        if local_rows % trainer.num_generations:
+            raise ValueError(
+                f"dynamic_sampling=True needs whole groups on every process: per_device_train_batch_size x "
+                f"steps_per_generation = {local_rows} rows is not a multiple of num_generations="
+                f"{trainer.num_generations} (a group would be split across processes); change one of them"
+            )
+        # the same permutation on every process: refill prompts are drawn globally, each process
+        # taking its slice, so 2 processes draw exactly the prompts one process would
+        self._generator = torch.Generator().manual_seed(args.seed + 1)
         self._order: list[int] = []
 
     def _draw_examples(self, n_prompts: int) -> list[dict]:
+        """This process's ``n_prompts`` of the ``n_prompts x num_processes`` drawn for all processes."""
         dataset = self.trainer.train_dataset
         G = self.trainer.num_generations
+        accelerator = self.trainer.accelerator
         indices = []
-        while len(indices) < n_prompts:
+        while len(indices) < n_prompts * accelerator.num_processes:
             if not self._order:
                 self._order = torch.randperm(len(dataset), generator=self._generator).tolist()
             indices.append(self._order.pop())
-        return [dataset[i] for i in indices for _ in range(G)]
+        mine = indices[accelerator.process_index * n_prompts :][:n_prompts]
+        return [dataset[i] for i in mine for _ in range(G)]
 
-    def _informative_groups(self, n_rows: int) -> torch.Tensor:
-        """``(n_rows / G,)`` bool: groups of this process whose weighted total reward varies."""
+    def _informative_groups(self) -> torch.Tensor:
+        """``(num_processes x groups per process,)`` bool, process-major: the groups of every process
+        whose weighted total reward varies (TRL's rewards are gathered over processes)."""
         trainer = self.trainer
         rewards = self.last_rewards_per_func
         rewards = (rewards * trainer.reward_weights.to(rewards.device).unsqueeze(0)).nansum(dim=1)
-        start = trainer.accelerator.process_index * n_rows
-        grouped = rewards[start : start + n_rows].view(-1, trainer.num_generations)
+        grouped = rewards.view(-1, trainer.num_generations)
         return (grouped.amax(1) - grouped.amin(1)) > 1e-6
+
+    def _exchange(self, plan: list[list], owner: dict, local: dict) -> list[dict]:
+        """This process's rows under ``plan``; groups generated on another process are sent over."""
+        accelerator = self.trainer.accelerator
+        rank = accelerator.process_index
+        moving = {g for r, groups in enumerate(plan) for g in groups if owner[g] != r}
+        if moving:  # every process knows the plan, so all of them take part (or none)
+            outgoing = {g: _to(local[g], "cpu") for g in moving if owner[g] == rank}
+            received: list[dict] = [{} for _ in range(accelerator.num_processes)]
+            torch.distributed.all_gather_object(received, outgoing)
+            for part in received:
+                local.update({g: _to(rows, accelerator.device) for g, rows in part.items()})
+        return [row for g in plan[rank] for row in local[g]]
 
     def generate(self, inputs: list[dict], rollout: Callable[[list[dict]], dict]) -> dict[str, Any]:
         trainer = self.trainer
-        G = trainer.num_generations
-        target = len(inputs)
-        kept: list[dict] = []
-        dropped: list[dict] = []
-        n_groups = n_dropped = 0
+        accelerator = trainer.accelerator
+        G, processes, rank = trainer.num_generations, accelerator.num_processes, accelerator.process_index
+        per_process = len(inputs) // G  # groups each process trains on (never split: checked at init)
+        kept: list[tuple[int, int]] = []  # (round, global group index), over all processes, in global order
+        dropped: list[tuple[int, int]] = []
+        owner: dict[tuple[int, int], int] = {}
+        local: dict[tuple[int, int], list[dict]] = {}  # rows of the groups generated here
         batch, extra_rounds = inputs, 0
         while True:
             rows = unbatch(rollout(batch))
-            informative = self._informative_groups(len(rows)).tolist()
-            for g, keep in enumerate(informative):
-                (kept if keep else dropped).extend(rows[g * G : (g + 1) * G])
-            n_groups += len(informative)
-            n_dropped += informative.count(False)
-            short = torch.tensor(float(max(target - len(kept), 0)), device=trainer.accelerator.device)
-            if trainer.accelerator.reduce(short, reduction="max").item() == 0:
+            for g, keep in enumerate(self._informative_groups().tolist()):
+                group = (extra_rounds, g)
+                (kept if keep else dropped).append(group)
+                owner[group] = g // per_process
+                if owner[group] == rank:
+                    first = (g - rank * per_process) * G
+                    local[group] = rows[first : first + G]
+            # every process sees every group's rewards, so all take the same decision (no collective needed)
+            if len(kept) >= per_process * processes or extra_rounds == trainer.args.dynamic_sampling_max_rounds:
                 break
-            if extra_rounds == trainer.args.dynamic_sampling_max_rounds:
-                break
-            batch, extra_rounds = self._draw_examples(target // G), extra_rounds + 1
+            batch, extra_rounds = self._draw_examples(per_process), extra_rounds + 1
 
+        target = per_process * processes
         filled_with_dropped = max(target - len(kept), 0)
         if filled_with_dropped:
             warnings.warn(
-                f"dynamic sampling: only {len(kept) // G} of {target // G} informative groups after "
+                f"dynamic sampling: only {len(kept)} of {target} informative groups after "
                 f"{extra_rounds} extra rounds; completing the batch with zero-advantage groups "
                 "(raise dynamic_sampling_max_rounds to avoid this)",
                 stacklevel=2,
             )
-        rows = (kept + dropped)[:target]
-        output = rebatch(rows, trainer._tokenizer.pad_token_id)
+        plan = assign_groups((kept + dropped)[:target], owner, per_process, processes)
+        output = rebatch(self._exchange(plan, owner, local), trainer._tokenizer.pad_token_id)
         loss_mask = output["completion_mask"]
         if "tool_mask" in output:
             loss_mask = loss_mask * output["tool_mask"]
-        output["num_items_in_batch"] = trainer.accelerator.gather(loss_mask.sum()).sum()
+        output["num_items_in_batch"] = accelerator.gather(loss_mask.sum()).sum()
 
+        n_groups = len(kept) + len(dropped)
         metrics = trainer._metrics["train"]
-        metrics["dynamic_sampling/frac_groups_dropped"].append(n_dropped / n_groups)
+        metrics["dynamic_sampling/frac_groups_dropped"].append(len(dropped) / n_groups)
         metrics["dynamic_sampling/rounds"].append(float(extra_rounds))
+        metrics["dynamic_sampling/refill_prompts"].append(float(extra_rounds * target))
         metrics["dynamic_sampling/frac_batch_filled_with_dropped"].append(filled_with_dropped / target)
+        metrics["dynamic_sampling/groups_moved"].append(
+            float(sum(owner[g] != r for r, groups in enumerate(plan) for g in groups)))
         return output
