@@ -56,6 +56,7 @@ from pepo.core import PerceptionAccumulator, loss_multiplier, progressive_lambda
 from pepo.trainer.capture import HiddenStateCapture, language_model_of
 from pepo.trainer.config import PEPOConfig
 from pepo.trainer.dynamic_sampling import DynamicSampler
+from pepo.trainer.mixed_batches import ignore_empty_image_inputs
 from pepo.trainer.perception_aware import PerceptionAwareMixin
 from pepo.image_tokens import image_token_mask, resolve_image_token_id
 
@@ -121,6 +122,8 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
             raise TypeError(f"PEPOTrainer needs args=PEPOConfig(...), got {type(config).__name__}")
         super().__init__(*args, **kwargs)
         model = self.accelerator.unwrap_model(self.model)
+        for policy_or_reference in (model, getattr(self, "ref_model", None)):  # text-only chunks of mixed batches
+            ignore_empty_image_inputs(policy_or_reference)
         if config.freeze_vision_tower or config.freeze_projector:
             freeze_vision(model, config.freeze_vision_tower, config.freeze_projector)
         config_of_model = (model.get_base_model() if is_peft_model(model) else model).config
@@ -324,6 +327,10 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
         multimodal prompt would cut image tokens), and a prompt plus ``max_completion_length`` past
         the model's ``max_position_embeddings`` would run on silently extrapolated positions."""
         prompt_ids, images, multimodal_fields = super()._tokenize_prompts(prompts)
+        if images is not None:
+            # TRL marks a text-only prompt of a mixed batch None; its processor call for the training
+            # forward then fails on it ("only a single or a list of entries"). An empty list is "no image".
+            images = [image_list if image_list is not None else [] for image_list in images]
         if not hasattr(self, "_pepo_max_positions"):  # looked up once: unwrapping costs a few ms
             model = self.accelerator.unwrap_model(self.model)
             config = (model.get_base_model() if is_peft_model(model) else model).config
