@@ -16,6 +16,7 @@ with ``AutoProcessor`` when this module is imported, so a directory saved with i
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,9 +29,22 @@ from transformers import (
     PreTrainedModel,
     ProcessorMixin,
 )
+from transformers.models.internvl.processing_internvl import InternVLProcessor
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 
-__all__ = ["QwenVLImageTextProcessor", "image_size_check", "load_model_and_processor", "load_processor"]
+__all__ = [
+    "InternVLImageTextProcessor", "QwenVLImageTextProcessor", "image_size_check", "load_model_and_processor",
+    "load_processor",
+]
+
+
+def _refuse_videos(processor, videos) -> None:
+    # ProcessorMixin.__call__ silently skips videos when there is no video processor: refuse.
+    if videos is not None:
+        raise ValueError(
+            f"{type(processor).__name__} handles images and text only; load the stock processor "
+            "(which needs torchvision) to process videos."
+        )
 
 
 class QwenVLImageTextProcessor(Qwen2_5_VLProcessor):
@@ -56,13 +70,32 @@ class QwenVLImageTextProcessor(Qwen2_5_VLProcessor):
         ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kwargs)
 
     def validate_inputs(self, images=None, text=None, videos=None, audio=None, **kwargs):
-        # ProcessorMixin.__call__ silently skips videos when there is no video processor: refuse.
-        if videos is not None:
-            raise ValueError(
-            f"{type(self).__name__} handles images and text only; load the stock Qwen2_5_VLProcessor "
-            "(which needs torchvision) to process videos."
-            )
+        _refuse_videos(self, videos)
         return super().validate_inputs(images=images, text=text, videos=videos, audio=audio, **kwargs)
+
+
+class InternVLImageTextProcessor(InternVLProcessor):
+    """InternVL3 processor for images and text only (no video processor), for the same reason as
+    :class:`QwenVLImageTextProcessor`: the stock ``InternVLProcessor`` builds a torchvision video
+    processor. Same prompt expansion: each ``<IMG_CONTEXT>`` becomes ``<img>``, ``image_seq_length``
+    placeholders per tile, ``</img>``."""
+
+    def __init__(self, image_processor=None, tokenizer=None, image_seq_length: int = 256, chat_template=None, **kwargs):
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kwargs)
+        # InternVLProcessor.__init__'s token bookkeeping, minus the video processor
+        self.image_seq_length = image_seq_length
+        self.start_image_token, self.end_image_token = tokenizer.start_image_token, tokenizer.end_image_token
+        self.start_image_token_id = tokenizer.start_image_token_id
+        self.end_image_token_id = tokenizer.end_image_token_id
+        self.image_token, self.image_token_id = tokenizer.context_image_token, tokenizer.context_image_token_id
+        self.video_token = tokenizer.video_token
+        self.multimodal_pattern = re.compile(
+            f"(?P<image>{re.escape(self.image_token)})|(?P<video>{re.escape(self.video_token)})"
+        )
+
+    def validate_inputs(self, images=None, text=None, videos=None, **kwargs):
+        _refuse_videos(self, videos)
+        return super().validate_inputs(images=images, text=text, videos=videos, **kwargs)
 
 
 class _QwenVLImageTextProcessorKey(PretrainedConfig):
@@ -74,7 +107,14 @@ class _QwenVLImageTextProcessorKey(PretrainedConfig):
     model_type = "pepo_qwen_vl_image_text"
 
 
+class _InternVLImageTextProcessorKey(PretrainedConfig):
+    """Registry key of :class:`InternVLImageTextProcessor` (see :class:`_QwenVLImageTextProcessorKey`)."""
+
+    model_type = "pepo_internvl_image_text"
+
+
 AutoProcessor.register(_QwenVLImageTextProcessorKey, QwenVLImageTextProcessor, exist_ok=True)
+AutoProcessor.register(_InternVLImageTextProcessorKey, InternVLImageTextProcessor, exist_ok=True)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "auto": "auto"}
 

@@ -1,0 +1,71 @@
+"""A second model family end to end: a tiny InternVL3 (``tiny_internvl.py``: built from config, its
+own tokenizer and chat template, InternVL's processor without torchvision) trained 2 steps with
+PEPO_G by ``pepo train``'s own code, its image token found without being named, and evaluated
+with ``pepo eval``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pepo.cli import main as pepo_main
+
+from . import replay
+from .test_multiprocess import ROOT
+from .tiny_internvl import build_tiny_internvl
+
+
+@pytest.fixture(scope="module")
+def internvl_path(tmp_path_factory):
+    return build_tiny_internvl(tmp_path_factory.mktemp("tiny_internvl"), seed=0)
+
+
+@pytest.fixture
+def length_reward_registered():
+    """A reward with spread on a random model (accuracy and format are 0 for every completion, so no
+    gradient): registered under a name, as a user's own reward would be."""
+    from pepo.rewards import REWARD_FUNCTIONS, register_reward
+
+    register_reward("test_length_mod_5", replay.length_reward)
+    yield "test_length_mod_5"
+    REWARD_FUNCTIONS.pop("test_length_mod_5")
+
+
+@pytest.mark.slow
+def test_tiny_internvl3_trains_with_pepo_g_and_is_evaluated(internvl_path, synthetic_data_dir, tmp_path,
+                                                            length_reward_registered):
+    from pepo.modeling import load_model_and_processor
+    from pepo.trainer.cli import build_trainer, parse
+
+    out = tmp_path / "run"
+    # what `pepo train --config recipes/pepo_g_tiny.yaml --model_name_or_path DIR ...` does, keeping the trainer
+    script_args, args, model_args = parse([
+        "--config", str(ROOT / "recipes" / "pepo_g_tiny.yaml"), "--model_name_or_path", str(internvl_path),
+        "--train_file", str(synthetic_data_dir / "train.jsonl"), "--output_dir", str(out), "--max_steps", "2",
+        "--max_completion_length", "8", "--reward_funcs", "accuracy", "format", length_reward_registered])
+    assert args.weighting == "pepo" and args.image_token is None  # PEPO_G, placeholder not named
+    trainer = build_trainer(script_args, args, model_args)
+    model = trainer.model
+    assert type(model).__name__ == "InternVLForConditionalGeneration"
+    tokenizer = trainer.processing_class.tokenizer
+    assert trainer.image_token_id == tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>") != tokenizer.unk_token_id
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer.train()
+    trainer.save_model(str(out))
+    logs = [e for e in trainer.state.log_history if "loss" in e]
+    assert len(logs) == 2
+    # the perception prior was computed on InternVL's image tokens in both steps (logged only then)
+    assert all(0 < e["pepo/visual_similarity"] <= 1 and e["pepo/weight/p0"] < 1 < e["pepo/weight/p100"] for e in logs)
+    assert all(e["grad_norm"] > 0 for e in logs)
+    assert any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
+
+    trained, processor = load_model_and_processor(out)  # the saved checkpoint reloads with its own processor
+    assert type(processor).__name__ == "InternVLImageTextProcessor"
+    results = tmp_path / "results.json"
+    assert pepo_main(["eval", "--model", str(out), "--benchmark", "geometry3k", "--data",
+                      str(synthetic_data_dir / "test.jsonl"), "--n", "2", "--max-new-tokens", "8", "--batch-size", "4",
+                      "--out", str(results), "--no-progress"]) == 0
+    result = json.loads(results.read_text())
+    assert result["totals"]["questions"] == 8 and all(len(q["scores"]) == 2 for q in result["questions"])
