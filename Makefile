@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# The constraints file pins the CPU build of torch (an unpinned torch pulls a multi-GB CUDA build).
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints/cpu.txt -e '.[test]'
+	# DeepSpeed for the ZeRO-2 CPU test: an sdist that imports torch to build; with build isolation pip
+	# would fetch a CUDA torch into the build environment, so it builds against the venv's CPU torch.
+	DS_BUILD_OPS=0 $(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation -c constraints/cpu.txt deepspeed
 	touch $(STAMP)
 
 setup: $(STAMP)
