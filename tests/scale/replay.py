@@ -227,10 +227,11 @@ class StopAfterCheckpoint:
 
 def run(model_path, output_dir, per_device_train_batch_size: int, kill_after_step: int | None = None,
         resume_from_checkpoint: str | None = None, on_stop=None, snapshot_steps=(), reward=length_reward,
-        **overrides) -> dict:
+        save_final: str | None = None, **overrides) -> dict:
     """Train the tiny model for ``max_steps`` on fixed completions; returns what the tests compare.
 
     ``snapshot_steps``: optimiser steps after which the whole parameters are recorded (``"snapshots"``).
+    ``save_final``: ``trainer.save_model`` into that folder after training (what ``pepo train`` does).
 
     ``kill_after_step``: SIGKILL every process once that step's checkpoint is written, after
     calling ``on_stop(result)`` with what this function would have returned at that point.
@@ -302,6 +303,8 @@ def run(model_path, output_dir, per_device_train_batch_size: int, kill_after_ste
         trainer.add_callback(StopAfterCheckpoint(kill_after_step, lambda: on_stop(result())))
     try:
         trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+        if save_final is not None:
+            trainer.save_model(save_final)
         return result()
     finally:
         restore_module()
@@ -328,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save_steps", type=int, default=0, help="save a checkpoint every N steps (0: never)")
     parser.add_argument("--kill_after_step", type=int, default=None)
     parser.add_argument("--resume_from_checkpoint", default=None)
+    parser.add_argument("--save_final", action="store_true", help="trainer.save_model(OUT/final) at the end")
     parser.add_argument("--dynamic_sampling", nargs="*", choices=["pepo", "none"], default=None,
                         help="DAPO dynamic sampling, loss dapo, red/green prompts uninformative; one run per "
                         "weighting given (pepo: PEPO_D, none: DAPO), results under OUT/<weighting>/")
@@ -350,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     result = run(args.model, out / "trainer", args.per_device_train_batch_size, kill_after_step=args.kill_after_step,
                  resume_from_checkpoint=args.resume_from_checkpoint, on_stop=lambda r: write_result(r, out),
-                 **overrides)
+                 save_final=str(out / "final") if args.save_final else None, **overrides)
     write_result(result, out)
     return 0
 

@@ -70,9 +70,9 @@ def fsdp_resumed(tiny_vlm_path, tmp_path_factory, fsdp_killed):
     killed_out = fsdp_killed[0]
     out = tmp_path_factory.mktemp("fsdp_resumed")
     proc = launch(FSDP2_CONFIG, tiny_vlm_path, out, "--max_steps", "3", "--save_steps", "2",
-                  "--resume_from_checkpoint", str(killed_out / "trainer" / "checkpoint-2"))
+                  "--resume_from_checkpoint", str(killed_out / "trainer" / "checkpoint-2"), "--save_final")
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return results(out)
+    return (*results(out), out / "final")
 
 
 def assert_signals_match(ranks: list[dict], single: dict, steps: set[int]) -> None:
@@ -140,11 +140,24 @@ def test_fsdp2_sharded_checkpoint_kill_and_resume_match_an_uninterrupted_run(
     for part in ("pytorch_model_fsdp_0", "optimizer_0"):
         assert sorted(p.name for p in (checkpoint / part).glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"], part
     assert not (out / "trainer" / "checkpoint-3").exists()
-    ranks, params = fsdp_resumed
+    ranks, params, _ = fsdp_resumed
     assert_params_match(params, one_process["params"], initial_params)  # 3 uninterrupted steps
     assert_signals_match(ranks, one_process, steps={3})
     resumed_logs = [e for e in ranks[0]["logs"] if e.get("step", 3) == 3 and "loss" in e]
     assert_logs_match(resumed_logs, [e for e in one_process["logs"] if "loss" in e][2:3])
+
+
+@pytest.mark.slow
+def test_fsdp2_save_model_writes_the_whole_model(fsdp_resumed):
+    """transformers' save_model writes nothing under a sharded FSDP state dict; PEPOTrainer gathers it."""
+    from pepo.modeling import load_model_and_processor
+
+    _, params, final = fsdp_resumed
+    model, processor = load_model_and_processor(final)
+    saved = dict(model.named_parameters())
+    assert saved.keys() == params.keys() and type(processor).__name__ == "QwenVLImageTextProcessor"
+    for name, value in params.items():
+        assert torch.equal(saved[name], value), name
 
 
 @pytest.mark.slow

@@ -32,6 +32,7 @@ TRL methods overridden (each the narrowest place that sees what PEPO needs):
   when ``perception_aware`` is set).
 * ``training_step``: PEPO's own time per optimiser step and its share ``rho`` of the step.
 * ``_tokenize_prompts``: refuses a prompt that cannot fit the model's positions (docs/reliability.md).
+* ``save_model``: saves the whole weights under FSDP with a sharded state dict (transformers saves nothing).
 * ``_load_from_checkpoint``: resumes the weights through ``from_pretrained``'s key conversion
   (transformers' own resume silently drops every Qwen2.5-VL key).
 
@@ -348,6 +349,18 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
                         f"images, or lower max_completion_length. Prompt ends with: {text[-120:]!r}"
                     )
         return prompt_ids, images, multimodal_fields
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """transformers' ``save_model``, except under FSDP with a sharded state dict (``fsdp2_cpu_2proc.yaml``,
+        ``fsdp2_2nodes.yaml``), where transformers writes nothing at all: there the whole weights are
+        gathered (every process takes part) and saved like an unsharded model. Checkpoints
+        (``_internal_call``) stay sharded."""
+        sharded_fsdp = self.is_fsdp_enabled and "FULL_STATE_DICT" not in str(self.accelerator.state.fsdp_plugin.state_dict_type)
+        if not sharded_fsdp or _internal_call:
+            return super().save_model(output_dir, _internal_call)
+        state_dict = self.accelerator.get_state_dict(self.model)
+        if self.args.should_save:
+            self._save(output_dir or self.args.output_dir, state_dict=state_dict)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         """Model weights of a checkpoint, through ``from_pretrained``'s key conversion.
