@@ -11,7 +11,7 @@
    ``<out>/metrics.json`` and the checkpoints (``<out>/<method>/checkpoint``).
 
 ``--quick`` is the <= 3 minute version the tests run (too short for RL to help: it checks the
-pipeline, not the result).
+pipeline, not the result); it writes under ``runs/demo_quick`` unless ``--out`` says otherwise.
 """
 
 from __future__ import annotations
@@ -64,43 +64,26 @@ def _paired_se(a: list[float], b: list[float]) -> float:
     return statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
 
 
-def _plot_curves(logs: dict[str, list[dict]], path: Path) -> None:
-    import matplotlib
+@dataclass
+class Prepared:
+    """What steps 1-3 leave: the task's splits, the built tiny model and its warm start."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [
-        ("reward", "reward"),
-        ("completions/mean_length", "response length (tokens)"),
-        ("pepo/visual_similarity", "mean visual similarity"),
-        ("entropy", "mean token entropy"),
-    ]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    colours = {method: f"C{i}" for i, method in enumerate(logs)}  # one colour per method in every panel
-    for ax, (key, title) in zip(axes.flat, panels):
-        for method, rows in logs.items():
-            points = [(r["step"], r[key]) for r in rows if key in r]
-            if points:
-                ax.plot(*zip(*points), label=method, color=colours[method])
-        ax.set_title(title)
-        ax.set_xlabel("RL step")
-        if ax.lines:
-            ax.legend()
-        else:
-            ax.text(0.5, 0.5, "not logged by these methods", ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    train: list[dict]  # rows with the reference chains (pepo.embedded.recipe.load_rows)
+    val: list
+    test: list
+    base: Path
+    start: Path  # the warm-started checkpoint
+    sft_log: list[dict]
+    timings: dict[str, float]
 
 
-def run_demo(out: Path, methods: list[str], settings: DemoSettings, seed: int = 0) -> dict:
-    """The whole pipeline; returns the metrics written to ``out/metrics.json``."""
-    from pepo.embedded import build_tiny_vlm, generate_dataset
+def prepare(out: Path, settings: DemoSettings, seed: int = 0) -> Prepared:
+    """Steps 1-3 under ``out``: the synthetic task (``data/``), the tiny Qwen2.5-VL (``tiny_vlm/``)
+    and its supervised warm start (``warm_start/checkpoint``). ``pepo train``'s
+    ``model_name_or_path: embedded_warm_start`` builds its start with this too."""
     from pepo.data import load_geometry3k
-    from pepo.embedded.recipe import load_rows, rl_train, warm_start
-    from pepo.evaluation import evaluate_model
-    from pepo.modeling import load_model_and_processor
+    from pepo.embedded import build_tiny_vlm, generate_dataset
+    from pepo.embedded.recipe import load_rows, warm_start
 
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -113,6 +96,29 @@ def run_demo(out: Path, methods: list[str], settings: DemoSettings, seed: int = 
     print(f"[2/5] building the tiny Qwen2.5-VL under {out / 'tiny_vlm'}")
     base = build_tiny_vlm(out / "tiny_vlm", seed=seed)
     timings["data_and_model_s"] = time.perf_counter() - t0
+    print(f"[3/5] warm start (TRL SFTTrainer, up to {settings.sft_max_steps} steps, "
+          f"stops at validation accuracy {settings.sft_target})")
+    t = time.perf_counter()
+    start, sft_log = warm_start(
+        base, train, val, out / "warm_start", max_steps=settings.sft_max_steps, learning_rate=settings.sft_learning_rate,
+        eval_every=settings.sft_eval_every, target_accuracy=settings.sft_target, seed=seed,
+        max_new_tokens=settings.max_completion_length, freeze_vision_tower=settings.sft_freeze_vision_tower,
+    )
+    timings["warm_start_s"] = time.perf_counter() - t
+    return Prepared(train, val, test, base, start, sft_log, timings)
+
+
+def run_demo(out: Path, methods: list[str], settings: DemoSettings, seed: int = 0) -> dict:
+    """The whole pipeline; returns the metrics written to ``out/metrics.json``."""
+    from pepo.analysis import load_runs
+    from pepo.analysis.plots import plot_dynamics
+    from pepo.embedded.recipe import rl_train
+    from pepo.evaluation import evaluate_model
+    from pepo.modeling import load_model_and_processor
+
+    t0 = time.perf_counter()
+    prepared = prepare(out, settings, seed)
+    train, test, start, sft_log, timings = prepared.train, prepared.test, prepared.start, prepared.sft_log, prepared.timings
 
     def evaluate(path: Path, blank: bool = False) -> dict:
         """The `pepo eval` code path: avg@N, majority, mean length and per-question scores."""
@@ -126,15 +132,6 @@ def run_demo(out: Path, methods: list[str], settings: DemoSettings, seed: int = 
                 "mean_length": totals["mean_completion_tokens"], "per_question": result.questions,
                 "by_qtype": {k: v["avg_at_n"] / 100 for k, v in totals["categories"].get("qtype", {}).items()}}
 
-    print(f"[3/5] warm start (TRL SFTTrainer, up to {settings.sft_max_steps} steps, "
-          f"stops at validation accuracy {settings.sft_target})")
-    t = time.perf_counter()
-    start, sft_log = warm_start(
-        base, train, val, out / "warm_start", max_steps=settings.sft_max_steps, learning_rate=settings.sft_learning_rate,
-        eval_every=settings.sft_eval_every, target_accuracy=settings.sft_target, seed=seed,
-        max_new_tokens=settings.max_completion_length, freeze_vision_tower=settings.sft_freeze_vision_tower,
-    )
-    timings["warm_start_s"] = time.perf_counter() - t
     results = {"warm_start": evaluate(start)}
     blank = {"warm_start": evaluate(start, blank=True)}
     logs: dict[str, list[dict]] = {}
@@ -180,7 +177,7 @@ def run_demo(out: Path, methods: list[str], settings: DemoSettings, seed: int = 
     metrics = {"settings": asdict(settings), "seed": seed, "methods": methods, "rows": rows, "sft_log": sft_log,
                "rl_logs": logs, "timings": timings, "n_test": len(test)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    _plot_curves(logs, out / "curves.png")
+    plot_dynamics(load_runs([out / "metrics.json"]), out / "curves.png")  # the curves of `pepo analyze --runs`
     (out / "report.md").write_text(_report(metrics))
     return metrics
 
@@ -241,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                         help="comma-separated RL methods: grpo, pepo_g, dapo, pepo_d, high_entropy, perception, exploration, "
                         "papo_g, papo_d, vppo")
-    parser.add_argument("--out", default="runs/demo", help="output folder (report, curves, checkpoints)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (report, curves, checkpoints) [runs/demo; with --quick runs/demo_quick]")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rl-steps", type=int, default=None, help="override the number of RL steps")
     parser.add_argument("--qtypes", default=None,
@@ -274,10 +272,14 @@ def main(argv: list[str] | None = None) -> int:
         check_at_least("--rl-steps", args.rl_steps, 1)
         check_at_least("--threads", args.threads, 1)
         check_at_least("--seed", args.seed, 0)
-        out = check_out_dir(args.out)
+        out = check_out_dir(args.out or ("runs/demo_quick" if args.quick else "runs/demo"))  # quick never overwrites full
     except ArgumentError as exc:
         parser.error(str(exc))
     torch.set_num_threads(args.threads)
+    from pepo.trainer.progress import filter_unactionable_warnings, quiet_library_progress
+
+    filter_unactionable_warnings()
+    quiet_library_progress()
     try:
         metrics = run_demo(out, methods, settings, seed=args.seed)
     except KeyboardInterrupt:

@@ -1,4 +1,7 @@
-"""A few CPU steps of every tiny recipe through `pepo train`'s own code path; parameters change."""
+"""A few CPU steps of every tiny recipe through `pepo train`'s own code path; parameters change.
+
+The recipes start from the embedded warm start (tests/trainer/test_tiny_recipe_learns.py builds
+one); here the random tiny model ('embedded') keeps every recipe's run to seconds."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ register_reward("test_length", length_reward)  # varies within a group, unlike a
 
 def recipe_args(path, tmp_path, *extra):
     return parse([
-        "--config", str(path), "--output_dir", str(tmp_path), "--max_steps", "2", "--max_train_samples", "8",
+        "--config", str(path), "--model_name_or_path", "embedded", "--output_dir", str(tmp_path), "--max_steps", "2", "--max_train_samples", "8",
         "--reward_funcs", "test_length", "--max_completion_length", "8", "--disable_tqdm", "true", *extra,
     ])
 
@@ -48,7 +51,7 @@ def test_tiny_recipe_trains(path, tmp_path):
 @pytest.mark.slow
 def test_pepo_train_command_saves_a_model(tmp_path):
     path = next(p for p in RECIPES if p.stem == "pepo_g_tiny")
-    argv = ["--config", str(path), "--output_dir", str(tmp_path), "--max_steps", "1", "--max_train_samples", "4",
+    argv = ["--config", str(path), "--model_name_or_path", "embedded", "--output_dir", str(tmp_path), "--max_steps", "1", "--max_train_samples", "4",
             "--reward_funcs", "test_length", "--max_completion_length", "4", "--disable_tqdm", "true"]
     assert main(argv) == 0
     assert (tmp_path / "model.safetensors").is_file() or any(tmp_path.glob("*.safetensors"))

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 from pepo.analysis.dynamics import METRIC_KEYS  # noqa: E402
 from pepo.analysis.tables import VIEWS  # noqa: E402
 
-__all__ = ["plot_dynamics", "plot_hidden_shift", "plot_similarity", "plot_words"]
+__all__ = ["plot_dynamics", "plot_hidden_shift", "plot_similarity", "plot_words", "smooth", "smoothing_weight"]
 
 VIEW_TITLES = {"all": "(a) all tokens", "top_k": "(b) top-{k} tokens", "bottom_k": "(c) bottom-{k} tokens"}
 COLOURS = {"correct": "tab:green", "incorrect": "tab:red"}
@@ -125,17 +125,43 @@ def plot_words(entropy_rows: Sequence[dict], similarity_rows: Sequence[dict], k:
     return path
 
 
+def smooth(values: Sequence[float], weight: float) -> np.ndarray:
+    """TensorBoard's debiased exponential moving average: ``s_t = (w s_{t-1} + (1 - w) x_t)`` divided by
+    ``1 - w^t`` so the first points are not pulled towards 0. ``weight`` 0 returns the values."""
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"weight={weight}: must be in [0, 1)")
+    out = np.empty(len(values), dtype=np.float64)
+    last, norm = 0.0, 0.0
+    for t, value in enumerate(values):
+        last = weight * last + (1.0 - weight) * float(value)
+        norm = weight * norm + (1.0 - weight)
+        out[t] = last / norm
+    return out
+
+
+def smoothing_weight(points: int) -> float:
+    """About a tenth of the run per effective window; none below 20 points (each point is shown)."""
+    return 0.0 if points < 20 else 1.0 - 10.0 / points
+
+
 def plot_dynamics(rows: Sequence[dict], path: Path) -> Path:
-    """Figure 6: one panel per curve of :data:`METRIC_KEYS`, one line per run."""
+    """Figure 6: one panel per curve of :data:`METRIC_KEYS`, one colour per run: the raw per-step values
+    faint, their moving average (:func:`smooth`) on top."""
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
     runs = list(dict.fromkeys(r["run"] for r in rows))
     for ax, (curve, (key, label)) in zip(axes.flat, METRIC_KEYS.items()):
         for index, run in enumerate(runs):
             points = sorted((r["step"], r["value"]) for r in rows if r["run"] == run and r["curve"] == curve)
-            if points:
-                steps, values = zip(*points)
-                # one colour per run in every panel, also where another run logged nothing
-                ax.plot(steps, values, marker="." if len(points) < 30 else None, label=run, color=f"C{index % 10}")
+            if not points:
+                continue
+            steps, values = zip(*points)
+            colour = f"C{index % 10}"  # one colour per run in every panel, also where another run logged nothing
+            weight = smoothing_weight(len(points))
+            if weight == 0.0:
+                ax.plot(steps, values, marker=".", label=run, color=colour)
+            else:
+                ax.plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
+                ax.plot(steps, smooth(values, weight), label=f"{run} (smoothed)", color=colour, linewidth=1.8)
         if not ax.lines:
             ax.text(0.5, 0.5, f"no run logged {key!r}", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(label, fontsize=10)

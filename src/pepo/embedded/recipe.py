@@ -19,6 +19,7 @@ from transformers import TrainerCallback
 
 from pepo.data.prompts import build_prompt
 from pepo.modeling import load_model_and_processor
+from pepo.trainer.progress import use_compact_console
 
 __all__ = ["load_rows", "warm_start", "rl_train", "RL_METHODS"]
 
@@ -142,6 +143,7 @@ def warm_start(
         model=model, args=args, train_dataset=dataset, processing_class=processor,
         callbacks=[_ValidationStop(score, eval_every, target_accuracy, log)],
     )
+    use_compact_console(trainer)
     trainer.train()
     out = Path(output_dir) / "checkpoint"
     trainer.model.save_pretrained(out)
@@ -265,6 +267,7 @@ def rl_train(
         model=model, reward_funcs=[choice_reward], args=args, train_dataset=dataset,
         processing_class=processor, callbacks=[step_log],
     )
+    use_compact_console(trainer)
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started

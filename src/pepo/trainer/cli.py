@@ -8,17 +8,46 @@ Arguments are parsed by TRL's ``TrlParser`` into three dataclasses, exactly as T
 ``trl grpo`` does: :class:`TrainScriptArguments` (data and rewards), :class:`~pepo.trainer.PEPOConfig`
 (every ``GRPOConfig`` / ``TrainingArguments`` field plus PEPO's) and TRL's ``ModelConfig`` (model
 path, dtype, LoRA). A YAML key sets a default; a ``--field value`` on the command line wins.
+
+``--help`` is pepo's own short page (:func:`short_help`); ``--help-all`` is TRL's full list. Every
+argument, the data and the model path are checked before anything is loaded: a mistake is one
+line on stderr and exit code 2. Where no GPU is found, ``bf16`` defaults to false (CPU training).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-EMBEDDED = "embedded"
+EMBEDDED = "embedded"  # the tiny Qwen2.5-VL at random initialisation, built under output_dir
+EMBEDDED_WARM_START = "embedded_warm_start"  # the same model after pepo demo's supervised warm start
+# the handful of fields people change, as the short help lists them (--help-all: every field's own help)
+COMMON_FIELDS: dict[str, str] = {
+    "output_dir": "where the model, trainer_state.json and checkpoints go",
+    "model_name_or_path": f"local checkpoint folder, or '{EMBEDDED_WARM_START}' / '{EMBEDDED}' (tiny Qwen2.5-VL)",
+    "train_file": "training records (Geometry3K JSONL by default), or 'embedded' (synthetic task)",
+    "reward_funcs": "reward names, e.g. accuracy format",
+    "weighting": "pepo (PEPO) | none (plain GRPO / DAPO) | perception | exploration",
+    "max_steps": "optimiser steps",
+    "learning_rate": "peak learning rate",
+    "per_device_train_batch_size": "completions per device per micro-step",
+    "num_generations": "completions sampled per prompt (the GRPO group)",
+    "max_completion_length": "tokens per completion",
+    "logging_steps": "one console line and one logged row every N steps",
+    "save_steps": "a checkpoint-N folder every N steps (with save_strategy: steps)",
+    "report_to": "metric backends: none, tensorboard, wandb, ...",
+    "resume_from_checkpoint": "true: go on from the newest complete checkpoint in output_dir",
+    "bf16": "bfloat16 training (GPU); false where no GPU is found",
+}
+
+
+class UsageError(ValueError):
+    """A bad argument or recipe value: printed as one line, exit code 2."""
 
 
 @dataclass
@@ -51,16 +80,197 @@ class TrainScriptArguments:
         default_factory=lambda: ["accuracy", "format"],
         metadata={"help": "Reward functions by name, from pepo.rewards.REWARD_FUNCTIONS (e.g. accuracy format)."},
     )
+    warm_start: str = field(
+        default="demo",
+        metadata={
+            "help": f"Settings of the warm start that model_name_or_path '{EMBEDDED_WARM_START}' builds when missing "
+            "(pepo demo's steps 1-3, the same code): 'demo' (pepo demo's, a few minutes on a CPU, once) or 'quick' "
+            "(pepo demo --quick's, under a minute, a weaker start).",
+        },
+    )
+    embedded_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of the built warm starts, one subfolder per settings and seed (default: $PEPO_CACHE, "
+            "else $XDG_CACHE_HOME/pepo, else ~/.cache/pepo).",
+        },
+    )
 
 
-def parse(argv: list[str]):
-    """``(script_args, training_args, model_args)`` from ``argv`` (``--config file.yaml`` allowed)."""
+def _parser():
     from trl import ModelConfig, TrlParser
 
     from pepo.trainer.config import PEPOConfig
 
     parser = TrlParser((TrainScriptArguments, PEPOConfig, ModelConfig), prog="pepo train")
-    return parser.parse_args_and_config(argv)
+
+    def error(message: str):  # argparse would print the ~200-line usage and exit
+        raise UsageError(message)
+
+    parser.error = error
+    if not _has_bf16_device():
+        for action in parser._actions:
+            if action.dest == "bf16":
+                action.default = False  # CPU training, not TrainingArguments' "doesn't support bf16/gpu"
+    return parser
+
+
+def _has_bf16_device() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def _recipe(argv: list[str]) -> tuple[Path | None, dict]:
+    """The ``--config`` file of ``argv`` and its mapping (``{}`` without one), read as TrlParser will."""
+    import yaml
+
+    if "--config" not in argv:
+        return None, {}
+    index = argv.index("--config")
+    if index + 1 >= len(argv):
+        raise UsageError("--config: give a recipe file, e.g. --config recipes/pepo_g_tiny.yaml")
+    path = Path(argv[index + 1])
+    if not path.is_file():
+        raise UsageError(f"--config {path}: no such file{_recipes_hint()}")
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise UsageError(f"{path}: not valid YAML ({str(error).splitlines()[0]}; {error})") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"{path}: a recipe is a YAML mapping of field: value, got {type(config).__name__}")
+    return path, config
+
+
+def _check_recipe_types(parser, path: Path, config: dict) -> None:
+    """YAML numbers / booleans where the field wants another type (argparse only converts strings)."""
+    actions = {action.dest: action for action in parser._actions}
+    for key, value in config.items():
+        action = actions.get(key)
+        if action is None or value is None or isinstance(value, str):
+            continue  # unknown keys: TrlParser's error; strings: argparse converts (and _where names the file)
+        wanted = action.type
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if (wanted is int and not (isinstance(value, int) and not isinstance(value, bool))) or (
+            wanted is float and not numeric
+        ):
+            raise UsageError(f"{path}: {key}: expected {wanted.__name__}, got {value!r}")
+
+
+def _where(message: str, argv: list[str], path: Path | None, config: dict) -> str:
+    """Prefix a field's error with the recipe file when the value came from the recipe."""
+    import re
+
+    match = re.match(r"argument --(\w+)(?:/--[\w-]+)*: (.*)", message) or re.match(r"(\w+)=(.*)", message)
+    if match is None:
+        return message
+    name = match.group(1)
+    from_cli = any(a == f"--{name}" or a.startswith(f"--{name}=") for a in argv)
+    if path is not None and name in config and not from_cli:
+        return f"{path}: {name}: {match.group(2)}" if message.startswith("argument") else f"{path}: {message}"
+    return f"--{name}: {match.group(2)}" if message.startswith("argument") else message
+
+
+def parse(argv: list[str]):
+    """``(script_args, training_args, model_args)`` from ``argv`` (``--config file.yaml`` allowed).
+
+    Raises :class:`UsageError` naming the recipe file and field for a value of the wrong type."""
+    parser = _parser()
+    path, config = _recipe(argv)
+    if path is not None:
+        _check_recipe_types(parser, path, config)
+    try:
+        return parser.parse_args_and_config(argv)
+    except ValueError as error:
+        message = str(error)
+        if "not used by the HfArgumentParser" in message:
+            message = f"unknown arguments {message.split(': ', 1)[-1]}: every field is listed by pepo train --help-all"
+        if "doesn't support bf16" in message:
+            message = "bf16=True: needs a GPU with bfloat16 and none was found; set bf16: false (or --bf16 false) for CPU"
+        raise UsageError(_where(message, argv, path, config)) from None
+
+
+def _recipes_dir() -> Path | None:
+    """``recipes/`` of the repository pepo runs from (absent from a wheel install)."""
+    folder = Path(__file__).resolve().parents[3] / "recipes"
+    return folder if folder.is_dir() else None
+
+
+def _recipes_hint() -> str:
+    folder = _recipes_dir()
+    return f" (the shipped recipes are in {folder})" if folder else ""
+
+
+def short_help() -> str:
+    """pepo's own ``pepo train --help``: what it does, the recipes, two examples, the common fields."""
+    import textwrap
+
+    folder = _recipes_dir()
+    recipes = sorted(p.stem for p in folder.glob("*.yaml")) if folder else []
+    tiny = " ".join(r for r in recipes if r.endswith("_tiny"))
+    large = " ".join(r for r in recipes if r.endswith("_geometry3k"))
+    lines = [
+        "usage: pepo train --config RECIPE.yaml [--field value ...]",
+        "",
+        "Train a vision-language model with PEPO, GRPO or DAPO (TRL's GRPOTrainer plus PEPO's token weights)",
+        "from a YAML recipe. A --field value on the command line overrides the recipe's field.",
+        "",
+        f"Recipes shipped, in {folder if folder else 'recipes/ of the pepo repository'}:",
+        *textwrap.wrap(f"tiny Qwen2.5-VL on CPU, minutes: {tiny}", 100, initial_indent="  ", subsequent_indent="    "),
+        *textwrap.wrap(f"Qwen2.5-VL-3B on Geometry3K, GPU: {large}", 100, initial_indent="  ", subsequent_indent="    "),
+        "",
+        "Examples:",
+        "  pepo train --config recipes/pepo_g_tiny.yaml",
+        "  pepo train --config recipes/pepo_g_qwen2_5_vl_3b_geometry3k.yaml --output_dir runs/pepo_g \\",
+        "      --model_name_or_path /models/Qwen2.5-VL-3B-Instruct --train_file data/geometry3k/train.jsonl",
+        "",
+        "Fields people change (in the recipe, or as --field value):",
+        *(f"  --{name:<28} {text}" for name, text in COMMON_FIELDS.items()),
+        "",
+        "Every field (TRL's GRPOConfig, transformers' TrainingArguments, PEPO's, LoRA): pepo train --help-all",
+        "After training: pepo eval --model <output_dir> ...   pepo analyze --runs <output_dir> --out <folder>",
+    ]
+    return "\n".join(lines)
+
+
+def _cache_root(script_args: TrainScriptArguments) -> Path:
+    if script_args.embedded_cache:
+        return Path(script_args.embedded_cache)
+    if os.environ.get("PEPO_CACHE"):
+        return Path(os.environ["PEPO_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pepo"
+
+
+def warm_start_settings() -> dict:
+    """``warm_start`` name -> :class:`pepo.demo.DemoSettings` the embedded warm start is built with."""
+    from pepo.demo import QUICK, DemoSettings
+
+    return {"demo": DemoSettings(), "quick": QUICK}
+
+
+def embedded_warm_start(cache_root: Path, settings, seed: int, label: str = "demo") -> Path:
+    """The warm-started tiny Qwen2.5-VL checkpoint for ``settings`` (a :class:`pepo.demo.DemoSettings`)
+    and ``seed``, built with :func:`pepo.demo.prepare` (pepo demo's own steps 1-3) when missing.
+
+    One folder per settings and seed (a hash of every setting in its name, ``label`` for people):
+    a start built with other settings is never reused. The build goes to a temporary folder renamed
+    into place at the end, so a build killed half way is redone, never used."""
+    from pepo.demo import prepare
+
+    digest = hashlib.sha256(json.dumps({**asdict(settings), "seed": seed}, sort_keys=True).encode()).hexdigest()[:10]
+    folder = Path(cache_root) / f"warm_start-{label}-seed{seed}-{digest}"
+    checkpoint = folder / "warm_start" / "checkpoint"
+    if (checkpoint / "config.json").is_file():
+        return checkpoint
+    print(f"pepo train: building the embedded warm start ({label} settings, once) under {folder}", flush=True)
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    prepare(partial, settings, seed)
+    try:
+        partial.rename(folder)
+    except OSError:  # another process finished the same build first: keep theirs
+        if not (checkpoint / "config.json").is_file():
+            raise
+    return checkpoint
 
 
 def _embedded_model(output_dir: Path, seed: int) -> Path:
@@ -89,37 +299,67 @@ def _train_dataset(script_args: TrainScriptArguments, output_dir: Path, training
     return to_grpo_dataset(records)
 
 
+def check_arguments(script_args: TrainScriptArguments, training_args, model_args) -> None:
+    """Everything that can be checked without loading a model: a mistake raises one clear error."""
+    from pepo.rewards import get_reward
+
+    model_path = model_args.model_name_or_path
+    if model_path is None:
+        raise UsageError(f"set model_name_or_path (a local checkpoint folder, '{EMBEDDED_WARM_START}' or '{EMBEDDED}')")
+    if model_path not in (EMBEDDED, EMBEDDED_WARM_START) and not (Path(model_path) / "config.json").is_file():
+        raise UsageError(f"model_name_or_path {model_path}: no config.json there; pepo loads local checkpoint folders "
+                         f"(save_pretrained layout), or '{EMBEDDED_WARM_START}' / '{EMBEDDED}'")
+    if script_args.warm_start not in warm_start_settings():
+        raise UsageError(f"warm_start={script_args.warm_start!r}: choose one of {tuple(warm_start_settings())}")
+    for name in script_args.reward_funcs:
+        get_reward(name)  # KeyError listing the known rewards
+    if script_args.train_file != EMBEDDED and not Path(script_args.train_file).exists():
+        raise UsageError(f"train_file {script_args.train_file}: no such file or folder")
+
+
 def build_trainer(script_args: TrainScriptArguments, training_args, model_args):
-    """The :class:`~pepo.trainer.PEPOTrainer` a parsed recipe describes (model, data, rewards, LoRA)."""
+    """The :class:`~pepo.trainer.PEPOTrainer` a parsed recipe describes (model, data, rewards, LoRA).
+
+    Arguments, rewards and the training data (against the model's processor) are checked before the
+    model's weights are loaded; the embedded models are built first, when missing."""
     from trl import get_peft_config
 
-    from pepo.modeling import image_size_check, load_model_and_processor
+    from pepo.modeling import image_size_check, load_model_and_processor, load_processor
     from pepo.rewards import get_reward
+    from pepo.trainer.progress import use_compact_console
     from pepo.trainer.trainer import PEPOTrainer
 
+    check_arguments(script_args, training_args, model_args)
     if training_args.use_cpu:  # an FSDP / DeepSpeed accelerate config shards on CPU too (not DDP, silently)
         from pepo.trainer.cpu_sharding import allow_sharding_on_cpu
 
         allow_sharding_on_cpu()
     output_dir = Path(training_args.output_dir)
+    rewards = [get_reward(name) for name in script_args.reward_funcs]
     model_path = model_args.model_name_or_path
-    if model_path is None:
-        raise ValueError("pepo train: set model_name_or_path (a local checkpoint directory, or 'embedded')")
     if model_path == EMBEDDED:
         with training_args.main_process_first(desc="embedded tiny model"):
             model_path = _embedded_model(output_dir, training_args.seed)
+    elif model_path == EMBEDDED_WARM_START:
+        with training_args.main_process_first(desc="embedded warm start"):
+            settings = warm_start_settings()[script_args.warm_start]
+            model_path = embedded_warm_start(_cache_root(script_args), settings, training_args.seed, script_args.warm_start)
+    # images the model's processor refuses are bad records now, before the weights are loaded
+    accept_image_size = image_size_check(load_processor(model_path, trust_remote_code=training_args.trust_remote_code))
+    dataset = _train_dataset(script_args, output_dir, training_args, accept_image_size)
     model, processor = load_model_and_processor(
         model_path, dtype=model_args.dtype or "float32", trust_remote_code=training_args.trust_remote_code,
         attn_implementation=model_args.attn_implementation,
     )
-    return PEPOTrainer(
+    trainer = PEPOTrainer(
         model=model,
-        reward_funcs=[get_reward(name) for name in script_args.reward_funcs],
+        reward_funcs=rewards,
         args=training_args,
-        train_dataset=_train_dataset(script_args, output_dir, training_args, image_size_check(processor)),
+        train_dataset=dataset,
         processing_class=processor,
         peft_config=get_peft_config(model_args),
     )
+    return use_compact_console(trainer)
 
 
 def _is_complete_checkpoint(path: Path) -> bool:
@@ -162,15 +402,57 @@ def resume_checkpoint(value: str | None, output_dir: str | Path) -> str | None:
     return str(path)
 
 
+def _finished_at(checkpoint: str | None) -> int | None:
+    """The global step a checkpoint was saved at (``None`` without one)."""
+    if checkpoint is None:
+        return None
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    return int(state.get("global_step", 0))
+
+
+def _interrupted(trainer, argv: list[str]) -> str:
+    """The one line a Ctrl-C prints: where training stopped and how to go on."""
+    output_dir = Path(trainer.args.output_dir).resolve()
+    step = f"step {trainer.state.global_step}/{trainer.state.max_steps}"
+    saved = sorted((p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]))
+    if not saved:
+        return (f"pepo train: interrupted at {step}; no checkpoint saved yet under {output_dir} (save_strategy / "
+                "save_steps), so rerunning starts again from step 0")
+    again = " ".join(a for a in argv if a)
+    return (f"pepo train: interrupted at {step}; resume from {saved[-1].name} with: "
+            f"pepo train {again} --resume_from_checkpoint true")
+
+
 def main(argv: list[str] | None = None) -> int:
     import yaml
 
     from pepo.data import DataError
+    from pepo.trainer.progress import filter_unactionable_warnings, quiet_library_progress
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        print(f"pepo train: give a recipe: pepo train --config RECIPE.yaml{_recipes_hint()}; "
+              "pepo train --help for more", file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help"):
+        print(short_help())
+        return 0
+    if "--help-all" in argv:
+        _parser().print_help()
+        return 0
+    filter_unactionable_warnings()
+    quiet_library_progress()
     try:
         script_args, training_args, model_args = parse(argv)
         checkpoint = resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+        check_arguments(script_args, training_args, model_args)
+        output_dir = Path(training_args.output_dir).resolve()
+        done = _finished_at(checkpoint)
+        if done is not None and training_args.max_steps > 0 and done >= training_args.max_steps:
+            print(f"pepo train: {checkpoint} is at step {done} = max_steps {training_args.max_steps}: nothing to "
+                  f"train (raise --max_steps to go on); the model is in {output_dir}")
+            return 0
         trainer = build_trainer(script_args, training_args, model_args)
     except (DataError, FileNotFoundError, KeyError, ValueError, yaml.YAMLError) as exc:
         # bad recipe values or YAML, data, reward names, paths: the message says what to fix, no traceback
@@ -178,6 +460,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # restores weights, optimiser, scheduler, RNG states and global_step, so the progressive
     # lambda and the data order continue where the checkpoint left off
-    trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(trainer.args.output_dir)
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    except KeyboardInterrupt:
+        if trainer.is_world_process_zero():
+            print("\n" + _interrupted(trainer, argv), file=sys.stderr)
+        return 130
+    trainer.save_model(str(output_dir))
+    trainer.save_state()  # trainer_state.json: every logged metric, what `pepo analyze --runs` reads
+    if trainer.is_world_process_zero():
+        print(f"pepo train: model and trainer_state.json in {output_dir}\n"
+              f"  next: pepo eval --model {output_dir} --data <test.jsonl>; pepo analyze --runs {output_dir} --out <folder>")
     return 0
