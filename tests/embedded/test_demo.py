@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,21 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert tower and merger
     assert all(torch.equal(built_state[k], start_state[k]) for k in tower)
     assert any(not torch.equal(built_state[k], start_state[k]) for k in merger)
+
+
+def test_quick_writes_to_its_own_folder_by_default(monkeypatch, tmp_path, capsys):
+    import pepo.demo as demo
+
+    seen = []
+
+    def fake_run(out, methods, settings, seed=0):
+        seen.append((out, settings))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text("report\n")
+        return {"timings": {"total_s": 0.0}}
+
+    monkeypatch.setattr(demo, "run_demo", fake_run)
+    monkeypatch.chdir(tmp_path)
+    assert demo.main(["--quick"]) == 0 and demo.main([]) == 0
+    assert [(out, settings) for out, settings in seen] == [
+        (Path("runs/demo_quick"), demo.QUICK), (Path("runs/demo"), demo.DemoSettings())]

@@ -5,6 +5,7 @@ one); here the random tiny model ('embedded') keeps every recipe's run to second
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -49,12 +50,15 @@ def test_tiny_recipe_trains(path, tmp_path):
 
 
 @pytest.mark.slow
-def test_pepo_train_command_saves_a_model(tmp_path):
+def test_pepo_train_command_saves_a_model(tmp_path, capsys):
     path = next(p for p in RECIPES if p.stem == "pepo_g_tiny")
     argv = ["--config", str(path), "--model_name_or_path", "embedded", "--output_dir", str(tmp_path), "--max_steps", "1", "--max_train_samples", "4",
             "--reward_funcs", "test_length", "--max_completion_length", "4", "--disable_tqdm", "true"]
     assert main(argv) == 0
     assert (tmp_path / "model.safetensors").is_file() or any(tmp_path.glob("*.safetensors"))
+    # with the recipe's save_strategy 'no' too: the log history `pepo analyze --runs` reads, and where the model went
+    assert json.loads((tmp_path / "trainer_state.json").read_text())["global_step"] == 1
+    assert f"pepo train: model and trainer_state.json in {tmp_path.resolve()}" in capsys.readouterr().out
 
 
 def test_freeze_vision_tower_and_projector(make_trainer):

@@ -145,6 +145,9 @@ def _recipe(argv: list[str]) -> tuple[Path | None, dict]:
 def _check_recipe_types(parser, path: Path, config: dict) -> None:
     """YAML numbers / booleans where the field wants another type (argparse only converts strings)."""
     actions = {action.dest: action for action in parser._actions}
+    unknown = [key for key in config if key not in actions and key != "env"]  # env: TrlParser's environment block
+    if unknown:
+        raise UsageError(f"{path}: unknown field(s) {', '.join(map(str, unknown))}: pepo train --help-all lists every field")
     for key, value in config.items():
         action = actions.get(key)
         if action is None or value is None or isinstance(value, str):
