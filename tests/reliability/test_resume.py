@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ENTRY = Path(__file__).with_name("train_entry.py")
 MAX_STEPS = 3
 TRAIN_ARGS = [
-    "--config", str(ROOT / "recipes/pepo_g_tiny.yaml"), "--max_steps", str(MAX_STEPS), "--save_strategy", "steps",
+    "--config", str(ROOT / "recipes/pepo_g_tiny.yaml"), "--model_name_or_path", "embedded",  # random init: seconds
+    "--max_steps", str(MAX_STEPS), "--save_strategy", "steps",
     "--save_steps", "1", "--max_train_samples", "8", "--max_completion_length", "6", "--disable_tqdm", "true",
     "--reward_funcs", "test_length", "--activation_checkpointing", "false",
 ]
@@ -41,7 +42,8 @@ TIMING_KEYS = ("step_time", "pepo/time_s", "pepo/rho", "train_runtime", "train_s
 
 
 def _train(output_dir: Path, *extra: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # the test process's own pepo first (e.g. PYTHONPATH=src of a worktree), then the repository root for tests/
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p))
     return subprocess.Popen([sys.executable, str(ENTRY), *TRAIN_ARGS, "--output_dir", str(output_dir), *extra],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 

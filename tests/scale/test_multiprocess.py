@@ -108,7 +108,8 @@ def test_two_process_pepo_train_builds_the_embedded_model_and_data_once(tmp_path
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(GLOO_CONFIG),
            "--main_process_port", str(free_port()), "-m", "pepo", "train",
-           "--config", str(ROOT / "recipes" / "pepo_g_tiny.yaml"), "--output_dir", str(out),
+           "--config", str(ROOT / "recipes" / "pepo_g_tiny.yaml"), "--model_name_or_path", "embedded",
+           "--output_dir", str(out),
            "--max_steps", "1", "--disable_tqdm", "true"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=ROOT)

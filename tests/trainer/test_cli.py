@@ -34,6 +34,11 @@ def test_help_is_short_and_names_config_recipes_examples_and_fields(capsys):
         assert f"--{name} " in out and name in dests  # a listed field that the parser lacks would mislead
 
 
+def test_help_after_a_recipe_is_the_short_help_too(capsys):
+    code, out, _ = run(["--config", str(RECIPES / "grpo_tiny.yaml"), "--help"], capsys)
+    assert code == 0 and len(out.splitlines()) < 60 and "--help-all" in out
+
+
 def test_help_all_lists_every_field(capsys):
     code, out, _ = run(["--help-all"], capsys)
     assert code == 0 and len(out.splitlines()) > 500
@@ -65,6 +70,7 @@ def test_cpu_is_the_default_without_a_gpu(monkeypatch, tmp_path):
     ("gate_alpha: -1\n", "{path}: gate_alpha=-1: must be >= 0"),
     ("gate_alpah: 0.1\n", "{path}: unknown field(s) gate_alpah: pepo train --help-all lists every field"),
     ("- a list\n", "{path}: a recipe is a YAML mapping of field: value, got list"),
+    ("max_steps: [1\n", "{path}: not valid YAML: while parsing a flow sequence in"),
 ])
 def test_recipe_type_errors_name_the_file_and_field_in_one_line(tmp_path, capsys, text, message):
     path = tmp_path / "recipe.yaml"

@@ -136,7 +136,7 @@ def _recipe(argv: list[str]) -> tuple[Path | None, dict]:
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
-        raise UsageError(f"{path}: not valid YAML ({str(error).splitlines()[0]}; {error})") from None
+        raise UsageError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
     if not isinstance(config, dict):
         raise UsageError(f"{path}: a recipe is a YAML mapping of field: value, got {type(config).__name__}")
     return path, config
@@ -151,7 +151,7 @@ def _check_recipe_types(parser, path: Path, config: dict) -> None:
     for key, value in config.items():
         action = actions.get(key)
         if action is None or value is None or isinstance(value, str):
-            continue  # unknown keys: TrlParser's error; strings: argparse converts (and _where names the file)
+            continue  # strings: argparse converts them, and _where names the file in its error
         wanted = action.type
         numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
         if (wanted is int and not (isinstance(value, int) and not isinstance(value, bool))) or (
@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pepo train: give a recipe: pepo train --config RECIPE.yaml{_recipes_hint()}; "
               "pepo train --help for more", file=sys.stderr)
         return 2
-    if argv[0] in ("-h", "--help"):
+    if "-h" in argv or "--help" in argv:
         print(short_help())
         return 0
     if "--help-all" in argv:
