@@ -57,6 +57,7 @@ def test_trust_remote_code_is_off_unless_the_user_passes_it(tiny_vlm_path, tmp_p
         raise Stop
 
     monkeypatch.setattr(modeling, "load_model_and_processor", spy)
+    monkeypatch.setattr(modeling, "load_processor", spy)  # pepo train reads the processor first (image checks)
     argv = ["--config", str(SRC.parents[1] / "recipes/pepo_g_tiny.yaml"), "--model_name_or_path", str(evil), "--output_dir", str(tmp_path)]
     for extra in ([], ["--trust_remote_code", "true"]):
         with pytest.raises(Stop):
