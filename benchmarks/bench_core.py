@@ -13,7 +13,9 @@ For every measure (cosine, dot, l2, l1) and shape it times, each variant in a fr
 * ``ref_bf16`` (a): the reference release's form, per-row similarity matrices in a Python loop,
   in the model dtype (bf16);
 * ``ref_fp32`` (b): the same form on float32 copies (one BLAS matrix product per row and layer);
-* ``floor`` (c): one read of every hidden-state tensor (a float32-accumulated sum).
+* ``floor`` (c): one read of every hidden-state tensor (a float32-accumulated sum);
+* ``before``: ``pepo.perception_scores`` as it was at ``--baseline`` (default 77436cb, loaded from git
+  into the child process), so a change is timed side by side with the code it replaces.
 
 Peak extra memory: the child runs with glibc's mmap threshold lowered so that freed tensors go back
 to the OS; after a warm-up call its peak resident set (VmHWM) is reset through /proc/self/clear_refs
@@ -49,7 +51,21 @@ SCALING_STEPS = (("base", {}), ("T x2", {"T": 512}), ("S x2", {"S": 2048}), ("V 
 MEASURES = ("cosine", "dot", "l2", "l1")
 # allocations above 64 KiB are mmap'ed and unmapped on free, so the resident set follows live memory
 CHILD_ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
-VARIANTS = ("pepo", "ref_bf16", "ref_fp32", "floor")
+VARIANTS = ("pepo", "before", "ref_bf16", "ref_fp32", "floor")
+BASELINE = "77436cb"  # the commit before chunking by bytes (issue 15)
+
+
+def baseline_module(name: str, commit: str):
+    """``pepo.core.<name>`` as it was at ``commit`` (read with git; these modules import only torch)."""
+    import importlib.util
+    import types
+
+    root = Path(__file__).resolve().parents[1]
+    source = subprocess.run(["git", "show", f"{commit}:src/pepo/core/{name}.py"], cwd=root, capture_output=True,
+                            text=True, check=True).stdout
+    module = types.ModuleType(f"pepo_core_{name}_{commit}")
+    exec(compile(source, f"{commit}:src/pepo/core/{name}.py", "exec"), module.__dict__)
+    return module
 
 
 def make_inputs(B, S, T, V, D, n_hidden, dtype=torch.bfloat16):
@@ -99,7 +115,7 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def run_one(variant, measure, shape, repeats, threads):
+def run_one(variant, measure, shape, repeats, threads, baseline=BASELINE):
     """Runs in a subprocess: returns (best seconds, peak extra MiB)."""
     torch.set_num_threads(threads)
     B, S, T, V, D, n_hidden = SHAPES[shape]
@@ -108,6 +124,9 @@ def run_one(variant, measure, shape, repeats, threads):
         import pepo
 
         fn = lambda: pepo.perception_scores(hidden, vision, T, measure=measure)
+    elif variant == "before":
+        before = baseline_module("perception", baseline)
+        fn = lambda: before.perception_scores(hidden, vision, T, measure=measure)
     elif variant == "ref_bf16":
         fn = lambda: reference_form(hidden, vision, T, measure, torch.bfloat16)
     elif variant == "ref_fp32":
@@ -132,10 +151,11 @@ def best_time(fn, repeats):
     return min(times)
 
 
-def scaling_rows(repeats):
+def scaling_rows(repeats, baseline=BASELINE):
     """Time of the cosine prior (ours and the reference fp32 form) as T, S, V and L double alone."""
     import pepo
 
+    before = baseline_module("perception", baseline)
     rows = []
     for label, change in SCALING_STEPS:
         shape = {**SCALING_BASE, **change}
@@ -144,20 +164,31 @@ def scaling_rows(repeats):
         rows.append({
             "step": label, **shape,
             "pepo": best_time(lambda: pepo.perception_scores(hidden, vision, T), repeats),
+            "before": best_time(lambda: before.perception_scores(hidden, vision, T), repeats),
             "ref_fp32": best_time(lambda: reference_form(hidden, vision, T, "cosine", torch.float32), repeats),
         })
     return rows
 
 
-def entropy_rows(repeats):
-    """token_entropy (row-chunked) vs the plain full-batch log_softmax form."""
+def entropy_rows(repeats, baseline=BASELINE):
+    """token_entropy (chunked) vs the same at ``baseline`` and the plain full-batch log_softmax form."""
     import pepo
 
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(8, 256, 32000, generator=g).to(torch.bfloat16)
+    before = baseline_module("entropy", baseline)
     plain = lambda: -(torch.softmax(logits.float(), -1) * torch.log_softmax(logits.float(), -1)).sum(-1)
-    ours = lambda: pepo.token_entropy(logits)
-    return [{"variant": name, "seconds": best_time(fn, repeats)} for name, fn in (("pepo", ours), ("plain", plain))]
+    variants = (("pepo", lambda: pepo.token_entropy(logits)), ("before", lambda: before.token_entropy(logits)),
+                ("plain", plain))
+    rows = []
+    for r in range(repeats):  # interleaved: a load change touches every variant alike
+        for name, fn in variants if r % 2 == 0 else reversed(variants):
+            fn()
+            t0 = time.perf_counter()
+            fn()
+            seconds = time.perf_counter() - t0
+            rows.append((name, seconds))
+    return [{"variant": name, "seconds": min(s for n, s in rows if n == name)} for name, _ in variants]
 
 
 def main() -> int:
@@ -166,12 +197,13 @@ def main() -> int:
     parser.add_argument("--measures", nargs="+", default=list(MEASURES), choices=list(MEASURES))
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--baseline", default=BASELINE, help="commit whose pepo.core the 'before' columns time")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_core.json"))
     parser.add_argument("--child", nargs=3, metavar=("VARIANT", "MEASURE", "SHAPE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child:
-        seconds, extra = run_one(*args.child, repeats=args.repeats, threads=args.threads)
+        seconds, extra = run_one(*args.child, repeats=args.repeats, threads=args.threads, baseline=args.baseline)
         print(json.dumps({"seconds": seconds, "extra_mib": extra}))
         return 0
 
@@ -187,7 +219,7 @@ def main() -> int:
                     row["floor"] = results[-1]["floor"]  # same for every measure
                     continue
                 out = subprocess.run(
-                    [sys.executable, __file__, "--child", variant, measure, shape,
+                    [sys.executable, __file__, "--child", variant, measure, shape, "--baseline", args.baseline,
                      "--repeats", str(args.repeats), "--threads", str(args.threads)],
                     capture_output=True, text=True, check=True, env=CHILD_ENV,
                 )
@@ -195,13 +227,15 @@ def main() -> int:
             results.append(row)
 
     table = Table(title=f"perception_scores, bf16 hidden states, {args.threads} torch thread(s), best of {args.repeats}")
-    for col in ("shape", "measure", "pepo ms", "pepo MiB", "(a) ref bf16 ms", "(a) MiB", "(b) ref fp32 ms",
-                "(b) MiB", "(c) floor ms", "a/pepo", "b/pepo", "pepo/c"):
+    for col in ("shape", "measure", "pepo ms", "pepo MiB", f"before ({args.baseline}) ms", "before MiB",
+                "pepo/before", "(a) ref bf16 ms", "(a) MiB", "(b) ref fp32 ms", "(b) MiB", "(c) floor ms", "a/pepo",
+                "b/pepo", "pepo/c"):
         table.add_column(col, justify="right")
     for r in results:
-        p, a, b, c = (r[v] for v in VARIANTS)
+        p, old, a, b, c = (r[v] for v in VARIANTS)
         table.add_row(
             r["shape"], r["measure"], f"{1e3 * p['seconds']:.2f}", f"{p['extra_mib']:.2f}",
+            f"{1e3 * old['seconds']:.2f}", f"{old['extra_mib']:.2f}", f"{p['seconds'] / old['seconds']:.2f}x",
             f"{1e3 * a['seconds']:.1f}", f"{a['extra_mib']:.2f}", f"{1e3 * b['seconds']:.1f}", f"{b['extra_mib']:.2f}",
             f"{1e3 * c['seconds']:.2f}", f"{a['seconds'] / p['seconds']:.1f}x", f"{b['seconds'] / p['seconds']:.1f}x",
             f"{p['seconds'] / c['seconds']:.2f}x",
@@ -215,7 +249,7 @@ def main() -> int:
                       f"one hidden tensor = {B * S * D * 2 / 2**20:.1f} MiB (bf16)")
 
     torch.set_num_threads(args.threads)
-    entropy = entropy_rows(args.repeats)
+    entropy = entropy_rows(args.repeats, args.baseline)
     et = Table(title="token_entropy, bf16 logits (8, 256, 32000)")
     et.add_column("variant")
     et.add_column("ms", justify="right")
@@ -223,21 +257,22 @@ def main() -> int:
         et.add_row(r["variant"], f"{1e3 * r['seconds']:.1f}")
     console.print(et)
 
-    scaling = scaling_rows(args.repeats)
+    scaling = scaling_rows(args.repeats, args.baseline)
     st = Table(title="scaling of the cosine prior: each dimension doubled alone (time / base time)")
-    for col in ("step", "B", "S", "T", "image tokens", "hidden tensors", "pepo ms", "pepo x base",
+    for col in ("step", "B", "S", "T", "image tokens", "hidden tensors", "pepo ms", "pepo x base", "before ms",
                 "ref fp32 ms", "ref x base"):
         st.add_column(col, justify="right")
     for r in scaling:
         st.add_row(r["step"], str(r["B"]), str(r["S"]), str(r["T"]), str(r["V"]), str(r["n_hidden"]),
-                   f"{1e3 * r['pepo']:.2f}", f"{r['pepo'] / scaling[0]['pepo']:.2f}",
+                   f"{1e3 * r['pepo']:.2f}", f"{r['pepo'] / scaling[0]['pepo']:.2f}", f"{1e3 * r['before']:.2f}",
                    f"{1e3 * r['ref_fp32']:.1f}", f"{r['ref_fp32'] / scaling[0]['ref_fp32']:.2f}")
     console.print(st)
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
         "machine": f"{cpu_name()}, {os.cpu_count()} CPU cores, {args.threads} torch thread(s), no GPU",
-        "torch": torch.__version__, "shapes": {k: SHAPES[k] for k in args.shapes},
+        "torch": torch.__version__, "baseline": args.baseline, "load_average_at_end": os.getloadavg(),
+        "command": " ".join(["python", *sys.argv]), "shapes": {k: SHAPES[k] for k in args.shapes},
         "perception": results, "entropy": entropy, "scaling": scaling,
     }, indent=2))
     console.print(f"wrote {args.out}")

@@ -31,10 +31,11 @@ def test_suppressed_tokens_are_not_nan():
 
 
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 10_000), chunk=st.integers(1, 4), temperature=st.floats(0.3, 3.0))
+@given(seed=st.integers(0, 10_000), chunk=st.integers(1, 2000), temperature=st.floats(0.3, 3.0))
 def test_matches_definition(seed, chunk, temperature):
+    # chunk_bytes from below one position (3 x 37 floats = 444 bytes) to all 12 positions at once
     logits = 5 * torch.randn(3, 4, 37, generator=torch.Generator().manual_seed(seed))
-    h = pepo.token_entropy(logits, temperature=temperature, rows_per_chunk=chunk)
+    h = pepo.token_entropy(logits, temperature=temperature, chunk_bytes=chunk)
     assert h.dtype == torch.float32 and (h >= 0).all()
     torch.testing.assert_close(h.double(), naive_entropy(logits, temperature), rtol=1e-5, atol=1e-5)
 

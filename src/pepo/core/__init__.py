@@ -17,6 +17,7 @@ Reference: Li, Kuang et al., "Perception-Exploration Policy Optimization", arXiv
 and ``PEPO_SPEC.md`` sections 2-5.
 """
 
+from pepo.core.chunking import default_chunk_bytes
 from pepo.core.entropy import token_entropy
 from pepo.core.perception import PERCEPTION_MEASURES, PerceptionAccumulator, perception_scores
 from pepo.core.perception_aware import (
@@ -36,6 +37,7 @@ __all__ = [
     "PERCEPTION_MEASURES",
     "WEIGHTING_MODES",
     "PerceptionAccumulator",
+    "default_chunk_bytes",
     "entropy_penalty",
     "k3_estimate",
     "loss_multiplier",

@@ -11,9 +11,22 @@ with ``s = S - T + t``. The mean over ``j`` of a dot product is the dot product 
     mean_j cos(h, h_j) = < h / ||h||, mean_j h_j / ||h_j|| >      mean_j <h, h_j> = < h, mean_j h_j >
 
 which costs one read of the hidden states per layer (O(S*D)) instead of the O(T*|V|*D) similarity
-matrix the reference release builds. L1 and L2 have no such identity: they are computed in chunks
-of response positions so memory stays bounded. Everything accumulates in float32, converting the
-model's (possibly bf16) hidden states a bounded slice at a time.
+matrix the reference release builds. The l1 distance summed over ``j`` splits by coordinate, and for
+one coordinate, with the image values ``y_1 <= ... <= y_n`` sorted and ``k`` of them below ``x``,
+
+    sum_j |x - y_j| = x (2k - n) - 2 (y_1 + ... + y_k) + (y_1 + ... + y_n)
+
+so on an accelerator l1 costs a sort of the image tokens and a binary search per response value,
+O((T + |V|) D log|V|), instead of ``torch.cdist``'s O(T |V| D) (whose CUDA kernel for p = 1 took
+0.4-3.5 s per step in issue 15's measurements). On the CPU ``cdist`` stays: its vectorised loop beats
+the CPU's binary searches up to a few hundred image tokens. L2 has no such identity: it builds the
+``(B, T, |V|)`` distance matrix, in chunks.
+
+Everything is computed in float32 from float32 copies of the model's (possibly bf16) hidden states,
+made a chunk at a time, sized in bytes per device (:mod:`pepo.core.chunking`): on a GPU a layer is
+done whole, in a fixed handful of kernels, while it fits the budget. No step reads a tensor back to
+the host per layer: the accumulator's one host read (which columns hold images, the most image tokens
+in a row) is made once per forward.
 """
 
 from __future__ import annotations
@@ -22,71 +35,115 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from pepo.core.chunking import FLOAT_BYTES, default_chunk_bytes, positions_per_chunk
+
 NORM_EPS = 1e-12  # x / max(||x||, 1e-12), as torch.nn.functional.normalize
 L2_EPS = 1e-6  # inside the square root of the l2 distance (spec section 2)
 
 
-def _float_slices(hidden: torch.Tensor, start: int, stop: int, chunk: int):
-    """Yield ``(offset, hidden[:, a:b].float())`` slices covering positions ``[start, stop)``."""
-    for a in range(start, stop, chunk):
-        b = min(a + chunk, stop)
-        yield a, hidden[:, a:b].float()
+def _float_slices(hidden: torch.Tensor, start: int, stop: int, step: int):
+    """Yield ``(offset, hidden[:, a:b].float())`` slices of ``step`` positions covering ``[start, stop)``."""
+    for a in range(start, stop, step):
+        yield a, hidden[:, a : min(a + step, stop)].float()
 
 
-def _mean_image_vector(
-    hidden: torch.Tensor, vision_weight: torch.Tensor, span: tuple[int, int], normalize: bool, chunk: int
-) -> torch.Tensor:
-    """``(B, D)`` float32: sum_j vision_weight[b, j] * (h_j or h_j / ||h_j||) over image positions."""
-    acc = torch.zeros(hidden.shape[0], hidden.shape[-1], dtype=torch.float32, device=hidden.device)
-    for a, x in _float_slices(hidden, span[0], span[1], chunk):
-        w = vision_weight[:, a : a + x.shape[1]]
-        if normalize:
-            w = w / torch.linalg.vector_norm(x, dim=-1).clamp_min(NORM_EPS)
-        acc += torch.bmm(w.unsqueeze(1), x).squeeze(1)
-    return acc
+def _concat(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
 def _mean_similarity_to_image(
-    hidden: torch.Tensor, vision_weight: torch.Tensor, span: tuple[int, int], T: int, normalize: bool, chunk: int
+    hidden: torch.Tensor, vision_weight: torch.Tensor, span: tuple[int, int], T: int, normalize: bool, chunk_bytes: int
 ) -> torch.Tensor:
-    """``(B, T)`` float32 mean cosine (``normalize``) or dot product with the image tokens, one layer."""
-    target = _mean_image_vector(hidden, vision_weight, span, normalize, chunk)  # (B, D)
-    S = hidden.shape[1]
-    out = torch.empty(hidden.shape[0], T, dtype=torch.float32, device=hidden.device)
-    for a, x in _float_slices(hidden, S - T, S, chunk):
+    """``(B, T)`` float32 mean cosine (``normalize``) or dot product with the image tokens, one layer.
+    ``vision_weight``: ``(B, S)`` float32, ``1/|V_b|`` on image tokens, 0 elsewhere."""
+    B, S, D = hidden.shape
+    step = positions_per_chunk(chunk_bytes, B * D * FLOAT_BYTES)
+    target = None  # (B, D): sum_j vision_weight[b, j] * (h_j or h_j / ||h_j||)
+    for a, x in _float_slices(hidden, span[0], span[1], step):
+        w = vision_weight[:, a : a + x.shape[1]]
+        if normalize:
+            w = w / torch.linalg.vector_norm(x, dim=-1).clamp_min_(NORM_EPS)
+        part = torch.bmm(w.unsqueeze(1), x).squeeze(1)
+        target = part if target is None else target.add_(part)
+    scores = []
+    for _, x in _float_slices(hidden, S - T, S, step):
         score = torch.bmm(x, target.unsqueeze(-1)).squeeze(-1)  # (B, c)
         if normalize:
-            score = score / torch.linalg.vector_norm(x, dim=-1).clamp_min(NORM_EPS)
-        out[:, a - (S - T) : a - (S - T) + x.shape[1]] = score
-    return out
+            score = score.div_(torch.linalg.vector_norm(x, dim=-1).clamp_min_(NORM_EPS))
+        scores.append(score)
+    return _concat(scores)
 
 
 def _gather_image_tokens(hidden: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
-    """``(B, Vmax, D)`` float32 hidden states of each row's image tokens (padding rows repeat index 0)."""
+    """``(B, Vmax, D)`` float32 hidden states of each row's image tokens (padding slots repeat index 0)."""
     D = hidden.shape[-1]
     return hidden.gather(1, image_index.unsqueeze(-1).expand(-1, -1, D)).float()
 
 
-def _mean_distance_to_image(
-    hidden: torch.Tensor, image_index: torch.Tensor, image_valid_weight: torch.Tensor, T: int, p: int, chunk: int
+def _mean_l2_to_image(
+    hidden: torch.Tensor, image_index: torch.Tensor, image_valid_weight: torch.Tensor, T: int, chunk_bytes: int
 ) -> torch.Tensor:
-    """``(B, T)`` float32 mean l1 (``p=1``) or l2 (``p=2``) distance to the image tokens, one layer."""
+    """``(B, T)`` float32 mean l2 distance to the image tokens, one layer. ``image_valid_weight``:
+    ``(B, Vmax)``, ``1/|V_b|`` on a row's image slots, 0 on padding slots."""
     images = _gather_image_tokens(hidden, image_index)  # (B, Vmax, D)
-    if p == 2:
-        image_sq = images.square().sum(-1)  # (B, Vmax)
-    S = hidden.shape[1]
-    out = torch.empty(hidden.shape[0], T, dtype=torch.float32, device=hidden.device)
-    for a, x in _float_slices(hidden, S - T, S, chunk):
-        if p == 2:
-            # ||a - b||^2 = ||a||^2 + ||b||^2 - 2 <a, b>: one fused matrix product, then in place;
-            # the sum can round below 0, hence the clamp
-            norms = x.square().sum(-1, keepdim=True) + image_sq.unsqueeze(1)  # (B, c, Vmax)
-            dist = torch.baddbmm(norms, x, images.transpose(1, 2), alpha=-2.0)
-            dist.clamp_min_(0.0).add_(L2_EPS).sqrt_()
-        else:
-            dist = torch.cdist(x, images, p=1.0)
-        out[:, a - (S - T) : a - (S - T) + x.shape[1]] = torch.bmm(dist, image_valid_weight.unsqueeze(-1)).squeeze(-1)
-    return out
+    image_sq = images.square().sum(-1).unsqueeze(1)  # (B, 1, Vmax)
+    B, S, D = hidden.shape
+    step = positions_per_chunk(chunk_bytes, B * (images.shape[1] + D) * FLOAT_BYTES)
+    scores = []
+    for _, x in _float_slices(hidden, S - T, S, step):
+        # ||a - b||^2 = ||a||^2 + ||b||^2 - 2 <a, b>: one fused matrix product, then in place;
+        # the sum can round below 0, hence the clamp
+        norms = x.square().sum(-1, keepdim=True) + image_sq  # (B, c, Vmax)
+        dist = torch.baddbmm(norms, x, images.transpose(1, 2), alpha=-2.0)
+        dist.clamp_min_(0.0).add_(L2_EPS).sqrt_()
+        scores.append(torch.bmm(dist, image_valid_weight.unsqueeze(-1)).squeeze(-1))
+    return _concat(scores)
+
+
+def l1_by_sorting(device: torch.device) -> bool:
+    """Whether l1 uses the sorted-prefix identity on ``device`` (accelerators) or ``cdist`` (CPU)."""
+    return device.type != "cpu"
+
+
+def _mean_l1_pairwise(
+    hidden: torch.Tensor, image_index: torch.Tensor, image_valid_weight: torch.Tensor, T: int, chunk_bytes: int
+) -> torch.Tensor:
+    """``(B, T)`` float32 mean l1 distance to the image tokens, one layer, from the ``(B, c, Vmax)``
+    distance matrix (``torch.cdist``). ``image_valid_weight`` as :func:`_mean_l2_to_image`'s."""
+    images = _gather_image_tokens(hidden, image_index)  # (B, Vmax, D)
+    B, S, D = hidden.shape
+    step = positions_per_chunk(chunk_bytes, B * (images.shape[1] + D) * FLOAT_BYTES)
+    weight = image_valid_weight.unsqueeze(-1)
+    return _concat([torch.bmm(torch.cdist(x, images, p=1.0), weight).squeeze(-1)
+                    for _, x in _float_slices(hidden, S - T, S, step)])
+
+
+def _mean_l1_to_image(
+    hidden: torch.Tensor, image_index: torch.Tensor, padding: torch.Tensor, count: torch.Tensor,
+    row_weight: torch.Tensor, T: int, chunk_bytes: int,
+) -> torch.Tensor:
+    """``(B, T)`` float32 mean l1 distance to the image tokens, one layer, through sorted image values
+    (module docstring). ``padding``: ``(B, Vmax, 1)`` bool, True on padding slots; ``count``:
+    ``(B, 1, 1)`` float32 ``|V_b|``; ``row_weight``: ``(B, 1)`` float32, ``1/|V_b|`` (0: no image)."""
+    B, S, D = hidden.shape
+    images = _gather_image_tokens(hidden, image_index)  # (B, Vmax, D)
+    # padding slots sort last (+inf): no response value counts them as below it, and the prefix sums
+    # read at ranks <= |V_b| never reach them. The total is summed directly, so a NaN still shows.
+    ordered = images.masked_fill(padding, torch.inf).transpose(1, 2).contiguous().sort(dim=-1).values  # (B, D, Vmax)
+    prefix = torch.nn.functional.pad(ordered.cumsum(-1), (1, 0))  # (B, D, Vmax + 1): sums of the k smallest
+    total = images.masked_fill_(padding, 0.0).sum(1).unsqueeze(-1)  # (B, D, 1)
+    # per (b, d, position): x, its rank k (int64) and the prefix sum at k, plus arithmetic temporaries
+    step = positions_per_chunk(chunk_bytes, B * D * 7 * FLOAT_BYTES)
+    scores = []
+    for a in range(S - T, S, step):
+        # (B, D, c), a fresh copy (copy=True: never the caller's own float32 storage, written below)
+        x = hidden[:, a : min(a + step, S)].transpose(1, 2)
+        x = x.to(torch.float32, copy=True, memory_format=torch.contiguous_format)
+        below = torch.searchsorted(ordered, x)  # (B, D, c) int64: image values < x
+        # sum_j |x - y_j| = (total - n x) + 2 (k x - prefix_k)
+        dist = torch.addcmul(total, count, x, value=-1.0).add_(x.mul_(below).sub_(prefix.gather(-1, below)), alpha=2.0)
+        scores.append(dist.sum(1).mul_(row_weight))
+    return _concat(scores)
 
 
 PERCEPTION_MEASURES: tuple[str, ...] = ("cosine", "dot", "l2", "l1")
@@ -102,10 +159,14 @@ class PerceptionAccumulator:
         v = acc.result()               # (B, T) float32, bit for bit perception_scores(hidden_states, ...)
 
     Arguments as :func:`perception_scores`. Holds only ``(B, T)`` and ``(B, S)`` tensors between calls.
+    The constructor reads three numbers back from ``vision_mask``'s device (one host read per forward);
+    :meth:`add` reads none.
     """
 
     @torch.no_grad()
-    def __init__(self, vision_mask: torch.Tensor, logits_to_keep: int, measure: str = "cosine", chunk_size: int = 256):
+    def __init__(
+        self, vision_mask: torch.Tensor, logits_to_keep: int, measure: str = "cosine", chunk_bytes: int | None = None
+    ):
         if measure not in PERCEPTION_MEASURES:
             raise ValueError(f"perception_scores: unknown measure {measure!r}; choose one of {PERCEPTION_MEASURES}")
         if vision_mask.dim() != 2:
@@ -114,39 +175,55 @@ class PerceptionAccumulator:
         T = int(logits_to_keep)
         if not 0 < T <= S:
             raise ValueError(f"perception_scores: logits_to_keep must be in [1, S={S}], got {T}")
-        if chunk_size <= 0:
-            raise ValueError(f"perception_scores: chunk_size must be > 0, got {chunk_size}")
+        if chunk_bytes is None:
+            chunk_bytes = default_chunk_bytes(vision_mask.device)
+        if chunk_bytes <= 0:
+            raise ValueError(f"perception_scores: chunk_bytes must be > 0, got {chunk_bytes}")
         self.shape, self.T, self.layers = (B, S), T, 0
         self._D: int | None = None  # hidden size, from the first tensor added
         self.vision_mask = vision_mask.to(torch.bool)
         self._layer_score: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._total: torch.Tensor | None = None
         counts = self.vision_mask.sum(1)  # (B,)
-        if not bool(counts.any()):
+        columns = self.vision_mask.any(0)
+        positions = torch.arange(S, device=columns.device)
+        # the one host read: first and last image column, most image tokens in a row
+        first, last, vmax = torch.stack([
+            torch.where(columns, positions, S).min(), torch.where(columns, positions, -1).max(), counts.max()
+        ]).tolist()
+        if vmax == 0:
             return  # no image in any row: no work per layer, zeros at the end
         inv_count = 1.0 / counts.clamp_min(1).float()  # rows without images: every term below is 0
 
         if measure in ("cosine", "dot"):
-            columns = self.vision_mask.any(0).nonzero()
-            span = (int(columns[0]), int(columns[-1]) + 1)  # only the positions holding image tokens
+            span = (first, last + 1)  # only the positions holding image tokens
             vision_weight = self.vision_mask.float() * inv_count.unsqueeze(1)  # (B, S): 1/|V_b| on image tokens
             self._layer_score = lambda h: _mean_similarity_to_image(
-                h, vision_weight.to(h.device), span, T, measure == "cosine", chunk_size
+                h, vision_weight.to(h.device), span, T, measure == "cosine", chunk_bytes
             )
             self._sign = 1.0
-        else:
-            vmax = int(counts.max())
-            # stable sort puts each row's image positions first, in order: (B, Vmax) indices
-            image_index = torch.sort((~self.vision_mask).to(torch.uint8), dim=1, stable=True).indices[:, :vmax]
-            valid = torch.arange(vmax, device=counts.device).unsqueeze(0) < counts.unsqueeze(1)
-            image_valid_weight = valid.float() * inv_count.unsqueeze(1)  # (B, Vmax)
-            p = 2 if measure == "l2" else 1
-            # distance chunks are (B, chunk, Vmax): keep them about as large as the similarity chunks
-            dist_chunk = max(1, min(chunk_size, (chunk_size * 1024) // max(vmax, 1)))
-            self._layer_score = lambda h: _mean_distance_to_image(
-                h, image_index.to(h.device), image_valid_weight.to(h.device), T, p, dist_chunk
+            return
+        # stable sort puts each row's image positions first, in order: (B, Vmax) indices
+        image_index = torch.sort((~self.vision_mask).to(torch.uint8), dim=1, stable=True).indices[:, :vmax]
+        valid = torch.arange(vmax, device=counts.device).unsqueeze(0) < counts.unsqueeze(1)  # (B, Vmax)
+        image_valid_weight = valid.float() * inv_count.unsqueeze(1)  # 1/|V_b| on a row's image slots
+        if measure == "l2":
+            self._layer_score = lambda h: _mean_l2_to_image(
+                h, image_index.to(h.device), image_valid_weight.to(h.device), T, chunk_bytes
             )
-            self._sign = -1.0
+        elif not l1_by_sorting(vision_mask.device):
+            self._layer_score = lambda h: _mean_l1_pairwise(
+                h, image_index.to(h.device), image_valid_weight.to(h.device), T, chunk_bytes
+            )
+        else:
+            padding = ~valid.unsqueeze(-1)  # (B, Vmax, 1)
+            count = counts.clamp_min(1).float().view(B, 1, 1)  # a row without images: slot 0 stands in ...
+            row_weight = (counts > 0).float().unsqueeze(1) * inv_count.unsqueeze(1)  # ... and weighs 0
+            self._layer_score = lambda h: _mean_l1_to_image(
+                h, image_index.to(h.device), padding.to(h.device), count.to(h.device), row_weight.to(h.device), T,
+                chunk_bytes,
+            )
+        self._sign = -1.0
 
     @torch.no_grad()
     def add(self, hidden: torch.Tensor) -> None:
@@ -162,10 +239,8 @@ class PerceptionAccumulator:
         self.layers += 1
         if self._layer_score is None:
             return
-        score = self._layer_score(hidden)
-        if self._total is None:
-            self._total = torch.zeros_like(score)
-        self._total += score
+        score = self._layer_score(hidden)  # a fresh tensor: the first one becomes the running total
+        self._total = score if self._total is None else self._total.add_(score)
 
     @torch.no_grad()
     def result(self) -> torch.Tensor:
@@ -183,7 +258,7 @@ def perception_scores(
     vision_mask: torch.Tensor,
     logits_to_keep: int,
     measure: str = "cosine",
-    chunk_size: int = 256,
+    chunk_bytes: int | None = None,
 ) -> torch.Tensor:
     """Visual similarity of every completion token to its row's image tokens.
 
@@ -194,7 +269,9 @@ def perception_scores(
         logits_to_keep: ``T``, the completion length; the last ``T`` positions are scored.
         measure: ``"cosine"`` (default, the paper's choice), ``"dot"``, ``"l2"`` or ``"l1"``
             (distances are negated so that larger always means closer).
-        chunk_size: sequence positions converted to float32 at once; bounds the extra memory.
+        chunk_bytes: float32 scratch of one chunk, which bounds the extra memory; default
+            :func:`default_chunk_bytes` of the hidden states' device (a whole layer per chunk on a GPU
+            while it fits 256 MiB).
 
     Returns:
         ``(B, T)`` float32 scores. Rows without image tokens get 0 (no perception prior; with
@@ -209,7 +286,7 @@ def perception_scores(
     B, S, _ = hidden_states[0].shape
     if vision_mask.shape != (B, S):
         raise ValueError(f"perception_scores: vision_mask must be (B, S) = {(B, S)}, got {tuple(vision_mask.shape)}")
-    accumulator = PerceptionAccumulator(vision_mask.to(hidden_states[0].device), logits_to_keep, measure, chunk_size)
+    accumulator = PerceptionAccumulator(vision_mask.to(hidden_states[0].device), logits_to_keep, measure, chunk_bytes)
     for hidden in hidden_states:
         accumulator.add(hidden)
     return accumulator.result()
