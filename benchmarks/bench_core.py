@@ -79,7 +79,7 @@ def make_inputs(B, S, T, V, D, n_hidden, dtype=torch.bfloat16):
 def reference_form(hidden, vision, T, measure, compute_dtype):
     """The release's loop: for each layer and row, a (T, |V|) similarity matrix, then its mean."""
     B = hidden[0].shape[0]
-    scores = torch.zeros(B, T, dtype=compute_dtype)
+    scores = torch.zeros(B, T, dtype=compute_dtype, device=hidden[0].device)
     for layer in hidden:
         for b in range(B):
             idx = vision[b].nonzero().flatten()

@@ -3,6 +3,10 @@
 
     python benchmarks/bench_step.py            # CPU-sized Qwen2.5-VL, 8 layers, hidden 512 (~10 min on 2 cores)
     python benchmarks/bench_step.py --quick    # 2 layers, hidden 128, short sequences (~1 min)
+    python benchmarks/bench_step.py --update-only --device cuda   # one rollout, then updates only
+
+``--update-only`` generates one rollout (the inputs every update scores) and then times interleaved
+policy updates only: on a GPU, ``generate`` is most of a step's time and tells nothing about PEPO.
 
 The model is a Qwen2.5-VL built from config by :func:`pepo.embedded.build_tiny_vlm` (random
 weights, word-level tokenizer; nothing is downloaded): by default 8 decoder layers, hidden 512,
@@ -218,12 +222,12 @@ def policy_update(trainer, inputs, device: str):
     model.train()
     model.zero_grad(set_to_none=True)  # as after an optimiser step: the gradients are allocated anew
     trainer.current_gradient_accumulation_steps = 1
-    trainer._pepo_seconds = 0.0
+    trainer._pepo_clock.reset()
     with PeakMemory(device) as mem, Timer(device) as timer:
         loss = trainer.compute_loss(model, copy.copy(inputs))
         loss.backward()
     del loss
-    return timer, mem.mib, trainer._pepo_seconds
+    return timer, mem.mib, trainer._pepo_clock.read_open()  # after the Timer's sync: reading costs nothing
 
 
 # ---- statistics and output ----------------------------------------------------------------------
@@ -240,21 +244,27 @@ def summarise(reps: list[dict], clock: str) -> list[dict]:
     """Per method: medians, paired rho's (median and quartiles over repetitions), PEPO's own share, peak ratio.
     ``clock`` is ``"cpu"`` (process CPU seconds) or ``"wall"``: the seconds rho is computed from."""
     suffix = "_cpu_s" if clock == "cpu" else "_s"
+    with_rollouts = "rollout_s" in reps[0]["none"]  # not with --update-only
     rows = []
     for name in METHODS:
         def series(key, method=name):
             return [r[method][key] for r in reps]
 
         def paired_rho(key, method=name):
+            if key not in reps[0][method]:
+                return None
             return quartiles([r[method][key] / r["none"][key] - 1.0 for r in reps])
+
+        def median(key, method=name):
+            return statistics.median(series(key, method)) if key in reps[0][method] else None
 
         peak, none_peak = statistics.median(series("update_peak_mib")), statistics.median(series("update_peak_mib", "none"))
         rows.append({
             "method": name,
             "clock": clock,
-            "rollout_s": statistics.median(series("rollout" + suffix)),
-            "update_s": statistics.median(series("update" + suffix)),
-            "step_s": statistics.median(series("step" + suffix)),
+            "rollout_s": median("rollout" + suffix),
+            "update_s": median("update" + suffix),
+            "step_s": median("step" + suffix),
             "rho_rollout": paired_rho("rollout" + suffix),
             "rho_update": paired_rho("update" + suffix),
             "rho_step": paired_rho("step" + suffix),
@@ -265,13 +275,17 @@ def summarise(reps: list[dict], clock: str) -> list[dict]:
             "pepo_own_share": statistics.median([r[name]["pepo_own_s"] / r[name]["update_s"] for r in reps]),
             "update_peak_mib": peak,
             "update_peak_ratio": peak / none_peak,
-            "rollout_peak_mib": statistics.median(series("rollout_peak_mib")),
+            "rollout_peak_mib": median("rollout_peak_mib") if with_rollouts else None,
         })
     return rows
 
 
-def pct(q: tuple[float, float, float]) -> str:
-    return f"{100 * q[1]:+.2f}% [{100 * q[0]:+.2f}, {100 * q[2]:+.2f}]"
+def pct(q: tuple[float, float, float] | None) -> str:
+    return "-" if q is None else f"{100 * q[1]:+.2f}% [{100 * q[0]:+.2f}, {100 * q[2]:+.2f}]"
+
+
+def num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def print_table(summary: list[dict], title: str) -> None:
@@ -287,7 +301,7 @@ def print_table(summary: list[dict], title: str) -> None:
         table.add_column(col, justify="right")
     for r in summary:
         table.add_row(
-            r["method"], f"{r['rollout_s']:.2f}", f"{r['update_s']:.3f}", pct(r["rho_rollout"]), pct(r["rho_update"]),
+            r["method"], num(r["rollout_s"], ".2f"), f"{r['update_s']:.3f}", pct(r["rho_rollout"]), pct(r["rho_update"]),
             pct(r["rho_update_wall"]), pct(r["rho_step"]), f"{r['pepo_own_ms']:.1f}",
             f"{100 * r['pepo_own_share']:.3f}%", f"{r['update_peak_mib']:.1f}", f"{r['update_peak_ratio']:.4f}",
         )
@@ -304,7 +318,7 @@ def markdown_table(summary: list[dict]) -> str:
     ]
     for r in summary:
         lines.append(
-            f"| {r['method']} | {r['rollout_s']:.2f} | {r['update_s']:.3f} | {pct(r['rho_rollout'])} | "
+            f"| {r['method']} | {num(r['rollout_s'], '.2f')} | {r['update_s']:.3f} | {pct(r['rho_rollout'])} | "
             f"{pct(r['rho_update'])} | {pct(r['rho_update_wall'])} | {pct(r['rho_step'])} | {r['pepo_own_ms']:.1f} | "
             f"{100 * r['pepo_own_share']:.3f}% | {r['update_peak_mib']:.1f} | {r['update_peak_ratio']:.4f} |"
         )
@@ -327,8 +341,59 @@ def write_results(out: Path, meta: dict, reps: list[dict], summary: list[dict]) 
         for r in summary:
             row = [meta["machine"]]
             for field in CSV_FIELDS:
-                row += list(r[field]) if field.startswith("rho") else [r[field]]
+                if field.startswith("rho"):
+                    row += list(r[field]) if r[field] is not None else ["", "", ""]
+                else:
+                    row += [r[field]]
             writer.writerow(row)
+
+
+def measure(size: dict, args) -> tuple[list[dict], dict]:
+    """Build the model and one trainer per method, then run ``size["reps"]`` interleaved repetitions.
+    ``args``: ``device``, ``dtype``, ``checkpointing``, ``update_only``. Returns (repetitions, model facts)."""
+    with tempfile.TemporaryDirectory(prefix="bench_step_") as tmp:
+        workdir = Path(tmp)
+        model, processor = build_model_and_processor(size, workdir, getattr(torch, args.dtype), args.device)
+        trainers = build_trainers(model, processor, size, args, workdir)
+        del model
+        examples = [trainers["none"].train_dataset[0]] * size["generations"]  # one prompt group
+
+        # warm-up (thread pools, allocator, first-call work) and the fixed rollout every update scores
+        inputs = None
+        for name, trainer in trainers.items():
+            if inputs is None or not args.update_only:
+                inputs, _, _ = rollout(trainer, examples, seed=0, device=args.device)
+            policy_update(trainer, inputs, args.device)
+        prompt_len, completion_len = inputs["prompt_ids"].shape[1], inputs["completion_ids"].shape[1]
+        image_tokens = int((inputs["prompt_ids"][0] == trainers["pepo"].image_token_id).sum())
+        print(f"rows: {size['generations']} x (prompt {prompt_len} incl. {image_tokens} image tokens + "
+              f"completion {completion_len}) = {prompt_len + completion_len} tokens each", flush=True)
+
+        reps = []
+        names = list(METHODS)
+        for r in range(size["reps"]):
+            order = names[r % len(names):] + names[: r % len(names)]
+            rep = {"order": order}
+            for name in order:
+                trainer = trainers[name]
+                if not args.update_only:
+                    _, rollout_t, rollout_peak = rollout(trainer, examples, seed=1 + r, device=args.device)
+                update_t, update_peak, own = policy_update(trainer, inputs, args.device)
+                rep[name] = {"update_s": update_t.wall, "update_cpu_s": update_t.cpu, "pepo_own_s": own,
+                             "update_peak_mib": update_peak}
+                if not args.update_only:
+                    rep[name].update({"rollout_s": rollout_t.wall, "step_s": rollout_t.wall + update_t.wall,
+                                      "rollout_cpu_s": rollout_t.cpu, "step_cpu_s": rollout_t.cpu + update_t.cpu,
+                                      "rollout_peak_mib": rollout_peak})
+            reps.append(rep)
+            print(f"rep {r + 1}/{size['reps']} (load {os.getloadavg()[0]:.1f}): " + ", ".join(
+                f"{n} update {rep[n]['update_s']:.3f}s (cpu {rep[n]['update_cpu_s']:.3f}s)" for n in names), flush=True)
+
+    params = sum(p.numel() for p in trainers["none"].model.parameters())
+    model_info = {"family": "Qwen2.5-VL (built from config)", "parameters": params, **size,
+                  "prompt_tokens": prompt_len, "image_tokens": image_tokens, "completion_tokens": completion_len,
+                  "activation_checkpointing": args.checkpointing}
+    return reps, model_info
 
 
 # ---- main ---------------------------------------------------------------------------------------
@@ -336,11 +401,14 @@ def write_results(out: Path, meta: dict, reps: list[dict], summary: list[dict]) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small model and sequences, 3 repetitions")
+    parser.add_argument("--update-only", action="store_true",
+                        help="one rollout, then interleaved policy updates only (no rollout per repetition)")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions per method (default: 7, quick: 3)")
     parser.add_argument("--layers", type=int, default=None, help="decoder layers (default 8, quick 2)")
     parser.add_argument("--hidden", type=int, default=None, help="hidden size (default 512, quick 128)")
     parser.add_argument("--completion", type=int, default=None, help="completion tokens (default 512, quick 64)")
     parser.add_argument("--image-size", type=int, default=None, help="image side in px; (side/28)^2 image tokens")
+    parser.add_argument("--generations", type=int, default=None, help="rows: completions of the one prompt (default 4)")
     parser.add_argument("--checkpointing", action="store_true", help="activation (gradient) checkpointing on")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on a small machine shared with other work, more threads "
@@ -356,59 +424,24 @@ def main() -> int:
     args.dtype = args.dtype or ("bfloat16" if args.device == "cuda" else "float32")
     size = dict(SIZES["quick" if args.quick else "full"])
     for key, value in (("reps", args.reps), ("num_layers", args.layers), ("hidden_size", args.hidden),
-                       ("completion", args.completion), ("image_size", args.image_size)):
+                       ("completion", args.completion), ("image_size", args.image_size),
+                       ("generations", args.generations)):
         if value is not None:
             size[key] = value
     threads = args.threads
     torch.set_num_threads(threads)
-    out = Path(args.out) if args.out else RESULTS / ("bench_step_quick" if args.quick else "bench_step")
+    default_name = "bench_step" + ("_quick" if args.quick else "") + ("_update_only" if args.update_only else "")
+    out = Path(args.out) if args.out else RESULTS / default_name
 
-    with tempfile.TemporaryDirectory(prefix="bench_step_") as tmp:
-        workdir = Path(tmp)
-        model, processor = build_model_and_processor(size, workdir, getattr(torch, args.dtype), args.device)
-        trainers = build_trainers(model, processor, size, args, workdir)
-        del model
-        examples = [trainers["none"].train_dataset[0]] * size["generations"]  # one prompt group
-
-        # warm-up (thread pools, allocator, first-call work) and the fixed rollout every update scores
-        inputs = None
-        for name, trainer in trainers.items():
-            inputs, _, _ = rollout(trainer, examples, seed=0, device=args.device)
-            policy_update(trainer, inputs, args.device)
-        prompt_len, completion_len = inputs["prompt_ids"].shape[1], inputs["completion_ids"].shape[1]
-        image_tokens = int((inputs["prompt_ids"][0] == trainers["pepo"].image_token_id).sum())
-        print(f"rows: {size['generations']} x (prompt {prompt_len} incl. {image_tokens} image tokens + "
-              f"completion {completion_len}) = {prompt_len + completion_len} tokens each", flush=True)
-
-        reps = []
-        names = list(METHODS)
-        for r in range(size["reps"]):
-            order = names[r % len(names):] + names[: r % len(names)]
-            rep = {"order": order}
-            for name in order:
-                trainer = trainers[name]
-                _, rollout_t, rollout_peak = rollout(trainer, examples, seed=1 + r, device=args.device)
-                update_t, update_peak, own = policy_update(trainer, inputs, args.device)
-                rep[name] = {"rollout_s": rollout_t.wall, "update_s": update_t.wall,
-                             "step_s": rollout_t.wall + update_t.wall, "rollout_cpu_s": rollout_t.cpu,
-                             "update_cpu_s": update_t.cpu, "step_cpu_s": rollout_t.cpu + update_t.cpu,
-                             "pepo_own_s": own, "rollout_peak_mib": rollout_peak, "update_peak_mib": update_peak}
-            reps.append(rep)
-            print(f"rep {r + 1}/{size['reps']} (load {os.getloadavg()[0]:.1f}): " + ", ".join(
-                f"{n} rollout {rep[n]['rollout_s']:.2f}s update {rep[n]['update_s']:.3f}s "
-                f"(cpu {rep[n]['update_cpu_s']:.3f}s)" for n in names), flush=True)
-
-    params = sum(p.numel() for p in trainers["none"].model.parameters())
+    reps, model_info = measure(size, args)
     summary = summarise(reps, "cpu" if args.device == "cpu" else "wall")
     meta = {
         "machine": machine_name(args.device, threads), "device": args.device, "dtype": args.dtype,
-        "torch": torch.__version__, "command": " ".join(["python", *sys.argv]),
-        "load_average_at_end": os.getloadavg(),
-        "model": {"family": "Qwen2.5-VL (built from config)", "parameters": params, **size,
-                  "prompt_tokens": prompt_len, "image_tokens": image_tokens, "completion_tokens": completion_len,
-                  "activation_checkpointing": args.checkpointing},
-        "methods": METHODS,
+        "torch": torch.__version__, "command": " ".join(["python", *sys.argv]), "update_only": args.update_only,
+        "load_average_at_end": os.getloadavg(), "model": model_info, "methods": METHODS,
     }
+    params, prompt_len, image_tokens, completion_len = (model_info[k] for k in (
+        "parameters", "prompt_tokens", "image_tokens", "completion_tokens"))
     title = (f"one GRPO step, {size['generations']} x {prompt_len + completion_len} tokens ({image_tokens} image, "
              f"{completion_len} completion), {size['num_layers']} layers x hidden {size['hidden_size']} "
              f"({params / 1e6:.1f} M params, {args.dtype}), median of {size['reps']} interleaved reps; {meta['machine']}")

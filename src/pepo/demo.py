@@ -6,7 +6,7 @@
 4. RL from that same start with each method (GRPO and PEPO_G by default; same seed, same steps);
 5. evaluate every checkpoint on the held-out test split: avg@8 and majority vote, plus the
    blank-image check (the same questions with the image blanked: near chance if the task needs it);
-6. write ``<out>/report.md`` (table: method, avg@8, majority, mean response length, rho),
+6. write ``<out>/report.md`` (table: method, avg@8, majority, mean response length, PEPO's time share, rho),
    ``<out>/curves.png`` (reward, response length, visual similarity, entropy per step),
    ``<out>/metrics.json`` and the checkpoints (``<out>/<method>/checkpoint``).
 
@@ -164,13 +164,14 @@ def run_demo(out: Path, methods: list[str], settings: DemoSettings, seed: int = 
             "lift_se": _paired_se([q["score"] for q in results["warm_start"]["per_question"]],
                                   [q["score"] for q in res["per_question"]]),
             "step_time_s": step_time.get(name),
-            "rho_logged": None,
+            "time_share_logged": None,
             "rho_vs_grpo": None,
         }
-        rhos = [r["pepo/rho"] for r in logs.get(name, []) if "pepo/rho" in r]
-        if rhos:
-            row["rho_logged"] = statistics.mean(rhos)
+        shares = [r["pepo/time_share"] for r in logs.get(name, []) if "pepo/time_share" in r]
+        if shares:
+            row["time_share_logged"] = statistics.mean(shares)
         if name in step_time and "grpo" in step_time and name != "grpo":
+            # the spec's extra-cost ratio rho = (t_PEPO - t_GRPO) / t_GRPO, from mean step times
             row["rho_vs_grpo"] = (step_time[name] - step_time["grpo"]) / step_time["grpo"]
         rows.append(row)
     timings["total_s"] = time.perf_counter() - t0
@@ -200,25 +201,24 @@ def _report(metrics: dict) -> str:
         f"lr {s['sft_learning_rate']}, vision tower {'frozen' if s['sft_freeze_vision_tower'] else 'trained'}, "
         f"stopped at validation accuracy {s['sft_target']} (or {s['sft_max_steps']} steps).",
         "",
-        f"| method | avg@{s['eval_samples']} | majority | mean response length | rho | lift vs warm start (+- paired SE) "
-        "| avg with blank image |",
-        "|---|---|---|---|---|---|---|",
+        f"| method | avg@{s['eval_samples']} | majority | mean response length | PEPO time share | rho vs GRPO "
+        "| lift vs warm start (+- paired SE) | avg with blank image |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in metrics["rows"]:
-        rho = r["rho_logged"]
-        rho_text = "n/a" if rho is None else f"{rho:.3f}"
-        if r["rho_vs_grpo"] is not None:
-            rho_text += f" (step time vs GRPO {r['rho_vs_grpo']:+.3f})"
+        share = "n/a" if r["time_share_logged"] is None else f"{r['time_share_logged']:.3f}"
+        rho = "n/a" if r["rho_vs_grpo"] is None else f"{r['rho_vs_grpo']:+.3f}"
         lift = "-" if r["method"] == "warm_start" else f"{100 * r['lift']:+.1f} +- {_fmt(r['lift_se'], scale=100)}"
         lines.append(
             f"| {r['method']} | {100 * r['avg']:.1f} | {100 * r['majority']:.1f} | {r['mean_length']:.1f} | "
-            f"{rho_text} | {lift} | {100 * r['blank_avg']:.1f} |"
+            f"{share} | {rho} | {lift} | {100 * r['blank_avg']:.1f} |"
         )
     t = metrics["timings"]
     lines += [
         "",
-        "rho: PEPO's own computation time over the rest of the step, as logged by PEPOTrainer (`pepo/rho`); "
-        "in brackets, (t_method - t_GRPO) / t_GRPO from mean step times (noisy on a shared CPU).",
+        "PEPO time share: PEPO's own computation time over the whole step, as logged by PEPOTrainer "
+        "(`pepo/time_share`). rho vs GRPO: the spec's (t_method - t_GRPO) / t_GRPO from mean step times (noisy on a "
+        "shared CPU; `benchmarks/bench_step.py` measures it paired, with an A/A control).",
         "",
         "Warm-start validation log: " + ", ".join(f"step {e['step']}: {100 * e['val_accuracy']:.1f}" for e in metrics["sft_log"]),
         "",

@@ -48,7 +48,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     # PEPO_G logged its own cost and visual similarity; GRPO computed no hidden states.
     assert any("pepo/visual_similarity" in r for r in metrics["rl_logs"]["pepo_g"])
     pepo_row = next(r for r in metrics["rows"] if r["method"] == "pepo_g")
-    assert pepo_row["rho_logged"] is not None and pepo_row["rho_logged"] >= 0.0
+    assert pepo_row["time_share_logged"] is not None and 0.0 <= pepo_row["time_share_logged"] <= 1.0
     assert re.search(r"\| pepo_g \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+", report)
 
     with open(out / "curves.png", "rb") as f:

@@ -37,7 +37,7 @@ TRAIN_ARGS = [
     "--reward_funcs", "test_length", "--activation_checkpointing", "false",
 ]
 # timings and throughput differ between runs by nature; every other logged value must match
-TIMING_KEYS = ("step_time", "pepo/time_s", "pepo/rho", "train_runtime", "train_samples_per_second",
+TIMING_KEYS = ("step_time", "pepo/time_s", "pepo/time_share", "train_runtime", "train_samples_per_second",
                "train_steps_per_second")
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-TIMING_KEYS = ("step_time", "pepo/time_s", "pepo/rho", "train_runtime", "train_samples_per_second",
+TIMING_KEYS = ("step_time", "pepo/time_s", "pepo/time_share", "train_runtime", "train_samples_per_second",
                "train_steps_per_second")
 
 

@@ -37,7 +37,7 @@ NUM_GENERATIONS = 4
 MAX_COMPLETION_LENGTH = 8
 COLOURS = [(200, 0, 0), (0, 200, 0), (0, 0, 200), (200, 200, 0), (0, 200, 200), (200, 0, 200)]
 # Timing metrics differ between runs by nature; everything else logged must match.
-TIMING_KEYS = ("step_time", "pepo/time_s", "pepo/rho", "epoch", "total_flos", "train_runtime",
+TIMING_KEYS = ("step_time", "pepo/time_s", "pepo/time_share", "epoch", "total_flos", "train_runtime",
                "train_samples_per_second", "train_steps_per_second")
 
 

@@ -39,7 +39,7 @@ def test_tiny_recipe_trains(path, tmp_path):
     assert changed, "no parameter moved"
     logs = {k for entry in trainer.state.log_history for k in entry}
     if trainer.args.weighting != "none":
-        assert {"pepo/lambda", "pepo/weight/p0", "pepo/weight/p100", "pepo/entropy/p40", "pepo/rho", "pepo/time_s"} <= logs
+        assert {"pepo/lambda", "pepo/weight/p0", "pepo/weight/p100", "pepo/entropy/p40", "pepo/time_share", "pepo/time_s"} <= logs
     if trainer.args.weighting in ("pepo", "perception"):
         assert "pepo/visual_similarity" in logs
     if trainer.args.dynamic_sampling:

@@ -30,7 +30,10 @@ TRL methods overridden (each the narrowest place that sees what PEPO needs):
 * ``_generate_and_score_completions`` / ``_compute_loss`` / ``_get_per_token_logps_and_entropies``
   also pass through :class:`~pepo.trainer.perception_aware.PerceptionAwareMixin` (PAPO, VPPO; only
   when ``perception_aware`` is set).
-* ``training_step``: PEPO's own time per optimiser step and its share ``rho`` of the step.
+* ``training_step`` / ``log``: PEPO's own time per optimiser step (``pepo/time_s``) and its share of
+  the step (``pepo/time_share``), timed with CUDA events read only when metrics are logged: no host
+  synchronisation in the step (:mod:`pepo.trainer.clock`). The spec's extra-cost ratio
+  ``rho = (t_PEPO - t_GRPO) / t_GRPO`` compares two runs; ``benchmarks/bench_step.py`` measures it.
 * ``_tokenize_prompts``: refuses a prompt that cannot fit the model's positions (docs/reliability.md).
 * ``save_model``: saves the whole weights under FSDP with a sharded state dict (transformers saves nothing).
 * ``_load_from_checkpoint``: resumes the weights through ``from_pretrained``'s key conversion
@@ -43,7 +46,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import warnings
 from typing import Any
 
@@ -55,6 +57,7 @@ from trl.extras.profiling import profiling_decorator
 
 from pepo.core import PerceptionAccumulator, loss_multiplier, progressive_lambda, token_weights
 from pepo.trainer.capture import HiddenStateCapture, language_model_of
+from pepo.trainer.clock import PEPOClock
 from pepo.trainer.config import PEPOConfig
 from pepo.trainer.dynamic_sampling import DynamicSampler
 from pepo.trainer.mixed_batches import ignore_empty_image_inputs
@@ -136,7 +139,7 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
                 stacklevel=2,
             )
         self._pepo_armed: dict[str, Any] | None = None  # the inputs of the loss whose forward we weight
-        self._pepo_seconds = 0.0  # PEPO's own compute in the current optimiser step
+        self._pepo_clock = PEPOClock()  # PEPO's own compute, per optimiser step
         self._dynamic_sampler = DynamicSampler(self) if config.dynamic_sampling else None
 
     # ---- the loss -------------------------------------------------------------------------------
@@ -174,42 +177,34 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
             out, perception = self._forward_with_perception(forward, model, vision_mask, logits_to_keep, batch_size)
         else:
             out, perception = forward(), None
-        start = time.perf_counter()
         entropies = out[1]
-        if perception is None:
-            perception = torch.zeros_like(entropies, dtype=torch.float32)
-        self._apply_token_weights(armed, perception, entropies, vision_mask.any(1))
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        self._pepo_seconds += time.perf_counter() - start
+        with self._pepo_clock.measure(entropies.device):
+            if perception is None:
+                perception = torch.zeros_like(entropies, dtype=torch.float32)
+            self._apply_token_weights(armed, perception, entropies, vision_mask.any(1))
         return out
 
     def _forward_with_perception(self, forward, model, vision_mask, logits_to_keep, batch_size):
         """Run TRL's ``forward`` and reduce each hidden state to the perception prior the moment the model
         computes it (none is kept alive: peak memory stays the base algorithm's). Returns TRL's output
-        and the ``(B, T)`` prior; PEPO's seconds inside the forward are added to ``_pepo_seconds``."""
+        and the ``(B, T)`` prior; PEPO's time inside the forward goes to ``_pepo_clock``."""
         chunk = batch_size or vision_mask.size(0)  # TRL runs one forward per chunk of rows
         accumulators: list[PerceptionAccumulator] = []
-        seconds = 0.0
+        clock, device = self._pepo_clock, vision_mask.device
 
         def on_forward():
-            nonlocal seconds
-            start = time.perf_counter()
-            rows = vision_mask[len(accumulators) * chunk :][:chunk]
-            accumulators.append(PerceptionAccumulator(rows, logits_to_keep, self.args.perception_measure))
-            seconds += time.perf_counter() - start
+            with clock.measure(device):
+                rows = vision_mask[len(accumulators) * chunk :][:chunk]
+                accumulators.append(PerceptionAccumulator(rows, logits_to_keep, self.args.perception_measure))
 
         def on_hidden(hidden):
-            nonlocal seconds
-            start = time.perf_counter()
-            accumulators[-1].add(hidden)
-            seconds += time.perf_counter() - start
+            with clock.measure(hidden.device):
+                accumulators[-1].add(hidden)
 
         with HiddenStateCapture(language_model_of(model), on_forward, on_hidden):
             out = forward()
-        start = time.perf_counter()
-        perception = torch.cat([accumulator.result() for accumulator in accumulators])
-        self._pepo_seconds += seconds + time.perf_counter() - start
+        with clock.measure(device):
+            perception = torch.cat([accumulator.result() for accumulator in accumulators])
         return out, perception
 
     def pepo_lambda(self) -> float:
@@ -296,15 +291,21 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
 
     def training_step(self, model, inputs, num_items_in_batch):
         output = super().training_step(model, inputs, num_items_in_batch)
-        # PEPO's cost is only PEPO's: a baseline's log_signals time is not reported as rho
-        if self.args.weighting != "none" and self._step % self.current_gradient_accumulation_steps == 0:
-            # TRL just logged this optimiser step's wall time (generation included) as step_time
-            step_time = self._metrics["train"]["step_time"][-1]
-            self._metrics["train"]["pepo/time_s"].append(self._pepo_seconds)
-            if step_time > self._pepo_seconds:
-                self._metrics["train"]["pepo/rho"].append(self._pepo_seconds / (step_time - self._pepo_seconds))
-            self._pepo_seconds = 0.0
+        if self._step % self.current_gradient_accumulation_steps == 0:
+            # TRL just recorded this optimiser step's wall time (generation included) as step_time; PEPO's
+            # own time is read in log(), so that no step waits for the GPU
+            self._pepo_clock.close_step(self._metrics["train"]["step_time"][-1])
         return output
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # PEPO's cost is only PEPO's: a baseline's log_signals time is not reported
+        if self.model.training:
+            steps = self._pepo_clock.read_closed()
+            for pepo_seconds, step_seconds in steps if self.args.weighting != "none" else ():
+                self._metrics["train"]["pepo/time_s"].append(pepo_seconds)
+                if step_seconds > 0:
+                    self._metrics["train"]["pepo/time_share"].append(pepo_seconds / step_seconds)
+        super().log(logs, start_time)
 
     # ---- DAPO dynamic sampling ------------------------------------------------------------------
 
