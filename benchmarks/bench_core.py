@@ -2,6 +2,12 @@
 
     python benchmarks/bench_core.py                 # default shapes, prints a table
     python benchmarks/bench_core.py --shapes tiny   # quick check
+    python benchmarks/bench_core.py --side-by-side  # this code against --baseline only, interleaved
+
+``--side-by-side`` times ``pepo.perception_scores`` (every shape and measure) and ``token_entropy``
+against the same functions at ``--baseline``, in one process, calls alternating, as the process's CPU
+seconds (best of ``--repeats`` each): on a shared machine that is the comparison load cannot skew.
+It writes benchmarks/results/bench_core_side_by_side.json.
 
 It also prints a scaling table (the cosine prior as T, S, image tokens and layers each double) and
 the entropy kernel against the plain full-batch form.
@@ -191,6 +197,42 @@ def entropy_rows(repeats, baseline=BASELINE):
     return [{"variant": name, "seconds": min(s for n, s in rows if n == name)} for name, _ in variants]
 
 
+def cpu_time(fn) -> float:
+    fn()  # not timed: first-call work
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+def side_by_side(shapes, measures, repeats, baseline) -> dict:
+    """Process CPU seconds of this code and of ``baseline``, calls alternating (best of ``repeats``)."""
+    import pepo
+
+    before = baseline_module("perception", baseline)
+    perception = []
+    for shape in shapes:
+        B, S, T, V, D, n = SHAPES[shape]
+        hidden, vision = make_inputs(B, S, T, V, D, n)
+        for measure in measures:
+            ours = lambda: pepo.perception_scores(hidden, vision, T, measure=measure)
+            theirs = lambda: before.perception_scores(hidden, vision, T, measure=measure)
+            times = [(cpu_time(ours), cpu_time(theirs)) for _ in range(repeats)]
+            row = {"shape": shape, "measure": measure, "pepo": min(t[0] for t in times),
+                   "before": min(t[1] for t in times)}
+            perception.append(row)
+            print(f"{shape} {measure}: pepo {1e3 * row['pepo']:.2f} ms, before {1e3 * row['before']:.2f} ms "
+                  f"(cpu), ratio {row['pepo'] / row['before']:.2f}", flush=True)
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(8, 256, 32000, generator=g).to(torch.bfloat16)
+    old_entropy = baseline_module("entropy", baseline)
+    times = [(cpu_time(lambda: pepo.token_entropy(logits)), cpu_time(lambda: old_entropy.token_entropy(logits)))
+             for _ in range(repeats)]
+    entropy = {"shape": list(logits.shape), "pepo": min(t[0] for t in times), "before": min(t[1] for t in times)}
+    print(f"token_entropy {entropy['shape']}: pepo {1e3 * entropy['pepo']:.1f} ms, before "
+          f"{1e3 * entropy['before']:.1f} ms (cpu)", flush=True)
+    return {"perception": perception, "entropy": entropy}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
@@ -198,6 +240,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--baseline", default=BASELINE, help="commit whose pepo.core the 'before' columns time")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="only this code against --baseline, interleaved in one process (CPU seconds)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_core.json"))
     parser.add_argument("--child", nargs=3, metavar=("VARIANT", "MEASURE", "SHAPE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -205,6 +249,20 @@ def main() -> int:
     if args.child:
         seconds, extra = run_one(*args.child, repeats=args.repeats, threads=args.threads, baseline=args.baseline)
         print(json.dumps({"seconds": seconds, "extra_mib": extra}))
+        return 0
+
+    if args.side_by_side:
+        torch.set_num_threads(args.threads)
+        result = side_by_side(args.shapes, args.measures, args.repeats, args.baseline)
+        out = Path(args.out).with_name("bench_core_side_by_side.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({
+            "machine": f"{cpu_name()}, {os.cpu_count()} CPU cores, {args.threads} torch thread(s), no GPU",
+            "torch": torch.__version__, "baseline": args.baseline, "clock": "process CPU seconds, best of repeats",
+            "repeats": args.repeats, "command": " ".join(["python", *sys.argv]),
+            "load_average_at_end": os.getloadavg(), "shapes": {k: SHAPES[k] for k in args.shapes}, **result,
+        }, indent=2))
+        print(f"wrote {out}")
         return 0
 
     from rich.console import Console

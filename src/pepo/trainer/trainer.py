@@ -300,8 +300,10 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         # PEPO's cost is only PEPO's: a baseline's log_signals time is not reported
         if self.model.training:
-            steps = self._pepo_clock.read_closed()
-            for pepo_seconds, step_seconds in steps if self.args.weighting != "none" else ():
+            steps = self._pepo_clock.read_closed()  # the one place that waits for PEPO's GPU work
+            for pepo_seconds, step_seconds in steps:
+                if self.args.weighting == "none":
+                    break
                 self._metrics["train"]["pepo/time_s"].append(pepo_seconds)
                 if step_seconds > 0:
                     self._metrics["train"]["pepo/time_share"].append(pepo_seconds / step_seconds)
