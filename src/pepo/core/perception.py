@@ -88,7 +88,7 @@ def _mean_l2_to_image(
     images = _gather_image_tokens(hidden, image_index)  # (B, Vmax, D)
     image_sq = images.square().sum(-1).unsqueeze(1)  # (B, 1, Vmax)
     B, S, D = hidden.shape
-    step = positions_per_chunk(chunk_bytes, B * (images.shape[1] + D) * FLOAT_BYTES)
+    step = positions_per_chunk(chunk_bytes, B * images.shape[1] * FLOAT_BYTES)  # the (B, c, Vmax) distances
     scores = []
     for _, x in _float_slices(hidden, S - T, S, step):
         # ||a - b||^2 = ||a||^2 + ||b||^2 - 2 <a, b>: one fused matrix product, then in place;
