@@ -18,8 +18,8 @@ one coordinate, with the image values ``y_1 <= ... <= y_n`` sorted and ``k`` of 
 
 so on an accelerator l1 costs a sort of the image tokens and a binary search per response value,
 O((T + |V|) D log|V|), instead of ``torch.cdist``'s O(T |V| D) (whose CUDA kernel for p = 1 took
-0.4-3.5 s per step in issue 15's measurements). On the CPU ``cdist`` stays: its vectorised loop beats
-the CPU's binary searches up to a few hundred image tokens. L2 has no such identity: it builds the
+0.4-3.5 s per step in issue 15's measurements). On the CPU ``cdist`` stays: there its vectorised loop
+beat the CPU's binary searches at the shapes of ``benchmarks/bench_core.py``. L2 has no such identity: it builds the
 ``(B, T, |V|)`` distance matrix, in chunks.
 
 Everything is computed in float32 from float32 copies of the model's (possibly bf16) hidden states,
