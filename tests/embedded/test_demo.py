@@ -31,7 +31,11 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
         row = rows[cells[0]]
         # the table prints what metrics.json holds
         assert cells[1] == f"{100 * row['avg']:.1f}" and cells[2] == f"{100 * row['majority']:.1f}"
-        assert cells[3] == f"{row['mean_length']:.1f}" and cells[6] == f"{100 * row['blank_avg']:.1f}"
+        assert cells[3] == f"{row['mean_length']:.1f}" and cells[7] == f"{100 * row['blank_avg']:.1f}"
+        # PEPO's logged time share, and the spec's rho from step times (GRPO itself has none)
+        share, rho = row["time_share_logged"], row["rho_vs_grpo"]
+        assert cells[4] == ("n/a" if share is None else f"{share:.3f}")
+        assert cells[5] == ("n/a" if rho is None else f"{rho:+.3f}")
         # at least the end token, at most max_completion_length tokens per answer
         assert 1.0 <= row["mean_length"] <= QUICK.max_completion_length
         # avg@N is the per-question-type breakdown weighted by the test split's questions of each type
@@ -40,7 +44,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
         lift = row["avg"] - rows["warm_start"]["avg"]
         assert row["lift"] == pytest.approx(lift, abs=1e-12)
         if cells[0] != "warm_start":
-            assert cells[5].startswith(f"{100 * lift:+.1f} +- ")
+            assert cells[6].startswith(f"{100 * lift:+.1f} +- ")
     for method in ("grpo", "pepo_g"):
         log = metrics["rl_logs"][method]
         assert [r["step"] for r in log] == [1, 2, 3, 4]
