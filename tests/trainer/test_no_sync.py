@@ -54,15 +54,19 @@ def test_cpu_intervals_add_up():
     assert 0.0 < seconds < 5.0 and step == 5.0
 
 
-def test_training_step_never_synchronizes(make_trainer, monkeypatch):
+@pytest.mark.parametrize("fields", [{"weighting": "pepo"}, {"weighting": "none", "perception_aware": "papo"}], ids=["pepo", "papo"])
+def test_training_step_never_synchronizes(make_trainer, monkeypatch, fields):
     # Pretend a GPU is there (code that syncs "if torch.cuda.is_available()" then does), and fail on a sync.
-    trainer = make_trainer(weighting="pepo", max_steps=1)
+    trainer = make_trainer(max_steps=1, **fields)
     calls = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: calls.append("synchronize"))
     trainer.train()
     assert calls == []
     logs = {k for entry in trainer.state.log_history for k in entry}
+    if fields["weighting"] == "none":  # PAPO: the extra forward's time, read when logging
+        assert "perception_aware/forward_s" in logs
+        return
     assert {"pepo/time_s", "pepo/time_share"} <= logs
     share = next(e["pepo/time_share"] for e in trainer.state.log_history if "pepo/time_share" in e)
     assert 0.0 < share < 1.0

@@ -33,13 +33,13 @@ masking, per generation batch).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import torch
 from trl.models.utils import disable_gradient_checkpointing
 
 from pepo.core import entropy_penalty, papo_regulariser, visual_dependency, vppo_advantages
+from pepo.trainer.clock import PEPOClock
 from pepo.patch_masking import black_row, blacken_patches, check_patch_processor, random_patch_masks
 
 PERCEPTION_AWARE_METHODS = ("none", "papo", "vppo")
@@ -145,6 +145,7 @@ class PerceptionAwareMixin:
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self._pa_clock = PEPOClock()  # the extra forward's time, without a host synchronisation
         if self.args.perception_aware != "none":
             check_patch_processor(self.processing_class)
 
@@ -155,7 +156,12 @@ class PerceptionAwareMixin:
         method = self.args.perception_aware
         if method == "none" or not self.model.training:
             return batch
-        start = time.perf_counter()
+        with self._pa_clock.measure(batch["prompt_ids"].device):
+            batch = self._add_perception_aware_terms(batch, method)
+        self._pa_clock.close_step(0.0)  # read in log(): on a GPU no rollout waits for its events
+        return batch
+
+    def _add_perception_aware_terms(self, batch: dict, method: str) -> dict:
         rows = batch["prompt_ids"].size(0)
         device = batch["prompt_ids"].device
         num_images = batch.get("num_images") or [0] * rows  # TRL leaves it out when no prompt has an image
@@ -174,10 +180,12 @@ class PerceptionAwareMixin:
             batch[MASKED_LOGPS] = masked_logps
         else:
             batch["advantages"] = self._vppo_advantages(batch, masked_logps, has_image, image_anywhere)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        self._metrics["train"]["perception_aware/forward_s"].append(time.perf_counter() - start)
         return batch
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        for seconds, _ in self._pa_clock.read_closed():  # waits for the extra forwards' GPU events
+            self._metrics["train"]["perception_aware/forward_s"].append(seconds)
+        super().log(logs, start_time)
 
     def _masked_pixel_values(self, batch: dict, num_images: list[int]) -> torch.Tensor:
         rows = len(num_images)
