@@ -5,7 +5,7 @@ both alike.
     python benchmarks/bench_demo_time.py                          # RL breakdown, this checkout
     python benchmarks/bench_demo_time.py --compare 77436cb        # ... and commit 77436cb, interleaved
     python benchmarks/bench_demo_time.py --compare 77436cb --from runs/demo   # from a demo's warm start
-    python benchmarks/bench_demo_time.py --compare 77436cb --what rl,eval,train
+    python benchmarks/bench_demo_time.py --compare 77436cb --what rl,sft,eval,train
     python benchmarks/bench_demo_time.py --phases runs/demo/metrics.json      # phase table of demo runs
 
 Each measurement runs in a fresh subprocess with ``PYTHONPATH`` set to the sources of one version
@@ -111,7 +111,9 @@ def _install_timers() -> Timers:
 
 
 def _threads(demo) -> int:
-    """The version's own default for torch threads (`pepo demo --threads`)."""
+    """``$BENCH_THREADS``, else the version's own default for torch threads (`pepo demo --threads`)."""
+    if os.environ.get("BENCH_THREADS"):
+        return int(os.environ["BENCH_THREADS"])
     import argparse as _argparse
 
     captured = {}
@@ -156,6 +158,32 @@ def worker_rl(args) -> dict:
     return {"per_step": per_step, "setup_s": total - timers.seconds["train"], "rl_train_s": total,
             "threads": torch.get_num_threads(), "mean_reward": statistics.mean(rewards) if rewards else None,
             "mean_length": statistics.mean(r["completions/mean_length"] for r in result.log)}
+
+
+def worker_sft(args) -> dict:
+    """The demo's warm start for ``--steps`` steps (one validation check at the end, never stopping)."""
+    import torch
+
+    import pepo.demo as demo
+    from pepo.data import load_geometry3k
+    from pepo.embedded.recipe import load_rows, warm_start
+
+    torch.set_num_threads(_threads(demo))
+    s = demo.DemoSettings()
+    train = load_rows(Path(args.data) / "train.jsonl")
+    val = load_geometry3k(Path(args.data) / "val.jsonl", image_root=Path(args.data)).records
+    timers = _install_timers()
+    started = time.perf_counter()
+    _, log = warm_start(
+        args.start, train, val, Path(args.work) / "sft", max_steps=args.steps, learning_rate=s.sft_learning_rate,
+        eval_every=args.steps, target_accuracy=2.0, seed=0, max_new_tokens=s.max_completion_length,
+        freeze_vision_tower=s.sft_freeze_vision_tower,
+    )
+    total = time.perf_counter() - started
+    return {"per_step": {"step": timers.seconds["train"] / args.steps, "data": timers.seconds["data"] / args.steps,
+                         "generate": timers.seconds["generate"] / args.steps,
+                         "backward": timers.seconds["backward"] / args.steps},
+            "setup_s": total - timers.seconds["train"], "val_accuracy": log[-1]["val_accuracy"]}
 
 
 def worker_eval(args) -> dict:
@@ -235,9 +263,11 @@ def _old_sources(rev: str, work: Path) -> Path:
 def _run(version_root: Path, what: str, method: str, args, data: Path, start: Path, work: Path) -> dict:
     out = work / f"result_{os.getpid()}.json"
     env = {**os.environ, "PYTHONPATH": str(version_root / "src")}
+    if args.threads is not None and version_root == ROOT:
+        env["BENCH_THREADS"] = str(args.threads)
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", what, "--method", method,
                "--data", str(data), "--start", str(start), "--work", str(work / version_root.name),
-               "--steps", str(args.steps if what == "rl" else args.train_steps),
+               "--steps", str({"rl": args.steps, "sft": args.sft_steps}.get(what, args.train_steps)),
                "--eval-batch-size", str(args.eval_batch_size), "--result", str(out)]
     before = load()
     done = subprocess.run(command, env=env, cwd=str(version_root), capture_output=True, text=True)
@@ -264,7 +294,7 @@ def compare(args) -> int:
     print(f"data {data}, start {start}; {args.repeats} interleaved repeats, median shown\n")
     whats = [w for w in args.what.split(",") if w]
     for what in whats:
-        methods = args.methods.split(",") if what != "eval" else ["-"]
+        methods = args.methods.split(",") if what in ("rl", "train") else ["-"]
         for method in methods:
             runs: dict[str, list[dict]] = {name: [] for name in versions}
             for _ in range(args.repeats):
@@ -284,7 +314,19 @@ def _table(what: str, method: str, runs: dict[str, list[dict]], args) -> None:
     names = list(runs)
     header = "| " + " | ".join(names) + " |" + (" speed-up |" if len(names) == 2 else "")
     rule = "|---" * (len(names) + 1 + (len(names) == 2)) + "|"
-    if what == "rl":
+    if what == "sft":
+        print(f"## warm start (TRL SFT, the demo's settings): seconds per step ({args.steps} steps, one validation "
+              "check at the end)\n")
+        print("| phase " + header)
+        print(rule)
+        for key, label in (("step", "SFT step (total)"), ("data", "data loading + collation (main process)"),
+                           ("backward", "backward"), ("generate", "validation generate (per step)")):
+            values = [_median(runs[n], key, "per_step") for n in names]
+            speed = f" {_ratio(*values)} |" if len(names) == 2 else ""
+            print(f"| {label} | " + " | ".join(f"{v:.3f}" for v in values) + f" |{speed}")
+        print("| setup before the first step (s) | " + " | ".join(f"{_median(runs[n], 'setup_s'):.3g}" for n in names)
+              + " |" + (" |" if len(names) == 2 else ""))
+    elif what == "rl":
         print(f"## RL, {method}: seconds per optimiser step ({args.steps} steps, the demo's settings)\n")
         print("| phase " + header)
         print(rule)
@@ -336,17 +378,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from", dest="source", default=None,
                         help="a `pepo demo` output folder: its data/ and warm_start/checkpoint (default: a small "
                              "synthetic set and a fresh tiny VLM)")
-    parser.add_argument("--what", default="rl", help="comma-separated: rl, eval, train")
+    parser.add_argument("--what", default="rl", help="comma-separated: rl, sft, eval, train")
     parser.add_argument("--methods", default="grpo,pepo_g", help="RL methods / tiny recipes")
     parser.add_argument("--steps", type=int, default=6, help="RL steps per measurement")
     parser.add_argument("--train-steps", type=int, default=8, help="steps of `pepo train` on a tiny recipe")
+    parser.add_argument("--sft-steps", type=int, default=40, help="warm-start steps per measurement")
     parser.add_argument("--eval-batch-size", type=int, default=32, help="questions per generate call (the demo's)")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats per version")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for this checkout's runs (default: its `pepo demo --threads` default)")
     parser.add_argument("--work", default=None, help="scratch folder (default: a new temporary one)")
     parser.add_argument("--phases", nargs="+", default=None, metavar="METRICS_JSON",
                         help="print the phase table of these `pepo demo` metrics.json files and exit")
     # worker mode (internal)
-    parser.add_argument("--worker", choices=("rl", "eval", "train"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("rl", "sft", "eval", "train"), help=argparse.SUPPRESS)
     parser.add_argument("--method", default="grpo", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--start", help=argparse.SUPPRESS)
@@ -355,16 +400,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.phases:
         return phases(args.phases)
     if args.worker:
-        run = {"rl": worker_rl, "eval": worker_eval, "train": worker_train}[args.worker]
+        run = {"rl": worker_rl, "sft": worker_sft, "eval": worker_eval, "train": worker_train}[args.worker]
         with contextlib.redirect_stdout(sys.stderr):
             result = run(args)
         Path(args.result).write_text(json.dumps(result))
         return 0
-    bad = [w for w in args.what.split(",") if w not in ("rl", "eval", "train")]
+    bad = [w for w in args.what.split(",") if w not in ("rl", "sft", "eval", "train")]
     if bad:
-        parser.error(f"--what: unknown {bad}; choose from rl, eval, train")
-    if args.steps < 1 or args.repeats < 1 or args.train_steps < 1:
-        parser.error("--steps, --train-steps and --repeats must be >= 1")
+        parser.error(f"--what: unknown {bad}; choose from rl, sft, eval, train")
+    if min(args.steps, args.repeats, args.train_steps, args.sft_steps) < 1:
+        parser.error("--steps, --sft-steps, --train-steps and --repeats must be >= 1")
     if args.source and not (Path(args.source) / "warm_start" / "checkpoint" / "config.json").exists():
         parser.error(f"--from {args.source}: no warm_start/checkpoint there (run `pepo demo --out {args.source}`)")
     return compare(args)

@@ -119,3 +119,76 @@ def test_dtype_argument(tiny_vlm_path):
     assert next(model.parameters()).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="dtype"):
         load_model_and_processor(tiny_vlm_path, dtype="float8")
+
+
+# ---- the per-image cache of preprocessed images ----------------------------------------------
+
+
+def _scenes(n: int, seed: int = 0) -> list[Image.Image]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (56, 56, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def _batch(processor, images):
+    text = [_prompt(processor)] * len(images)
+    return processor(images=[[image] for image in images], text=text, return_tensors="pt", padding=True)
+
+
+def test_image_cache_gives_the_uncached_tensors(tiny_vlm_path, monkeypatch):
+    _, processor = load_model_and_processor(tiny_vlm_path)
+    scenes = _scenes(3)
+    # repeats (GRPO's num_generations), a fresh object with the same pixels, and a new image in one batch
+    wide = Image.new("RGB", (130, 30), (200, 10, 10))  # another grid (2 x 8 patches)
+    images = [scenes[0], scenes[1], scenes[0], scenes[0].copy(), wide, scenes[2], scenes[1], wide]
+    first, second = _batch(processor, images), _batch(processor, images[::-1])
+    monkeypatch.setattr(processor, "image_cache_bytes", 0)
+    for cached, batch in ((first, images), (second, images[::-1])):
+        reference = _batch(processor, batch)
+        assert set(cached) == set(reference)
+        for key in reference:
+            assert torch.equal(cached[key], reference[key]), key
+
+
+def test_image_cache_preprocesses_each_distinct_image_once(tiny_vlm_path, monkeypatch):
+    from transformers.image_processing_utils import BaseImageProcessor
+
+    _, processor = load_model_and_processor(tiny_vlm_path)
+    seen = []
+    original = BaseImageProcessor.__call__
+
+    def counting(self, images, *args, **kwargs):
+        seen.append(len(images))
+        return original(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(BaseImageProcessor, "__call__", counting)
+    scenes = _scenes(4)
+    _batch(processor, [image for image in scenes[:2] for _ in range(8)])  # 2 prompts x 8 generations
+    _batch(processor, [image.copy() for image in scenes[:2] for _ in range(8)])  # the loss's second pass
+    _batch(processor, scenes)
+    assert seen == [2, 2]  # two new images, then the two not seen yet; each batch in one call
+
+
+def test_image_cache_stays_within_its_byte_budget(tiny_vlm_path, monkeypatch):
+    from pepo.modeling import _IMAGE_CACHES
+
+    _, processor = load_model_and_processor(tiny_vlm_path)
+    one_image = _batch(processor, _scenes(1))["pixel_values"].nbytes
+    budget = int(3.5 * one_image)  # room for three images (pixels + a 24-byte grid row each), not four
+    monkeypatch.setattr(processor, "image_cache_bytes", budget)
+    scenes = _scenes(5, seed=1)
+    _batch(processor, scenes)
+    cache = _IMAGE_CACHES[processor]
+    assert len(cache.entries) == 3 and cache.bytes <= budget
+    # the three most recent stay
+    keys = [cache.key(image, next(iter(cache.entries))[0]) for image in scenes]
+    assert list(cache.entries) == keys[2:]
+
+
+def test_mm_token_type_ids_match_processor_mixin(tiny_vlm_path):
+    _, processor = load_model_and_processor(tiny_vlm_path)
+    ids = _batch(processor, _scenes(2))["input_ids"]
+    ours = processor.create_mm_token_type_ids(ids)
+    assert ours == ProcessorMixin.create_mm_token_type_ids(processor, ids)
+    assert sum(map(sum, ours)) == 2 * 4  # four image tokens per image

@@ -21,7 +21,7 @@ from pepo.data.prompts import build_prompt
 from pepo.modeling import load_model_and_processor
 from pepo.trainer.progress import use_compact_console
 
-__all__ = ["load_rows", "warm_start", "rl_train", "RL_METHODS"]
+__all__ = ["load_rows", "rows_dataset", "warm_start", "rl_train", "RL_METHODS"]
 
 
 def load_rows(jsonl: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
@@ -46,6 +46,25 @@ def load_rows(jsonl: str | Path, limit: int | None = None) -> list[dict[str, Any
             except (KeyError, json.JSONDecodeError, OSError) as error:
                 raise ValueError(f"{jsonl}:{line_no}: bad record ({type(error).__name__}: {error})") from error
     return rows
+
+
+def rows_dataset(rows: list[dict[str, Any]], columns: tuple[str, ...]):
+    """A ``datasets.Dataset`` of ``rows``' ``columns`` whose ``images`` are the rows' in-memory PIL
+    images, handed back by a transform rather than stored in Arrow: storing encodes every image to
+    PNG (48000 for the demo, once per trainer), and every row drawn would then be decoded again.
+    Arrow holds the row's index in the ``images`` column, so the trainers' column filters keep it."""
+    from datasets import Dataset
+
+    images = [row["images"] for row in rows]
+    table = Dataset.from_dict({c: list(range(len(rows))) if c == "images" else [row[c] for row in rows]
+                               for c in columns})
+
+    def attach_images(batch: dict[str, list]) -> dict[str, list]:
+        if "images" in batch:
+            batch = {**batch, "images": [images[i] for i in batch["images"]]}
+        return batch
+
+    return table.with_transform(attach_images)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -102,7 +121,6 @@ def warm_start(
     validation accuracy stayed at chance (21-27%) for 1200 steps. Frozen, validation accuracy was
     40% at step 1000 and 69% at step 2000.
     Returns the saved checkpoint directory and the validation log."""
-    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     from pepo.evaluation import evaluate_model
@@ -111,7 +129,7 @@ def warm_start(
     model, processor = load_model_and_processor(model_path)
     if freeze_vision_tower:
         freeze_vision(model, tower=True, projector=False)
-    dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "completion", "images")} for r in train_rows])
+    dataset = rows_dataset(train_rows, ("prompt", "completion", "images"))
     args = SFTConfig(
         output_dir=str(output_dir),
         max_steps=max_steps,
@@ -129,7 +147,9 @@ def warm_start(
         bf16=False,
         activation_checkpointing=False,
         seed=seed,
-        dataloader_num_workers=0,
+        # Collation (tokenising, image preprocessing: a third of a step here) runs in a worker process
+        # while the main one trains: both cores busy. Same batches, same order: the sampler stays here.
+        dataloader_num_workers=1,
         max_length=None,
         disable_tqdm=False,
     )
@@ -215,23 +235,29 @@ def rl_train(
     freeze_vision_tower: bool = True,
     warmup_steps: int = 0,
     loss_type: str | None = None,
+    micro_batch_size: int | None = None,
 ) -> RLResult:
     """RL from the checkpoint ``start`` with ``method`` (a key of :data:`RL_METHODS`), through
     :class:`pepo.trainer.PEPOTrainer`: one optimiser step per generation batch of
     ``prompts_per_step * num_generations`` completions (on-policy), exact-match reward, no KL
     (beta = 0, no reference model), cosine learning rate to 0. ``loss_type`` (e.g. ``"dapo"``:
-    token-level normalisation over the whole batch) replaces the method's own when given."""
-    from datasets import Dataset
-
+    token-level normalisation over the whole batch) replaces the method's own when given.
+    ``micro_batch_size`` (default: the whole step's batch) splits the loss into accumulated chunks."""
     from pepo.rewards import choice_reward
     from pepo.trainer import PEPOConfig, PEPOTrainer
 
     if method not in RL_METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {sorted(RL_METHODS)}")
+    batch = prompts_per_step * num_generations
+    if micro_batch_size is not None and (micro_batch_size < 1 or batch % micro_batch_size):
+        raise ValueError(f"micro_batch_size {micro_batch_size} must divide prompts_per_step * num_generations = {batch}")
     model, processor = load_model_and_processor(start)
     model.train()
-    dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "images", "solution")} for r in train_rows])
-    micro = min(64, prompts_per_step * num_generations)
+    dataset = rows_dataset(train_rows, ("prompt", "images", "solution"))
+    # One forward and one backward over the whole step's batch: with a token-level loss (dapo) the
+    # gradient is the same as accumulating smaller micro-batches, and each call has a fixed cost
+    # (the vision tower, M-RoPE indices, TRL's bookkeeping) that the tiny model does not hide.
+    micro = micro_batch_size or prompts_per_step * num_generations
     accumulation = prompts_per_step * num_generations // micro
     args = PEPOConfig(
         output_dir=str(output_dir),

@@ -1,0 +1,33 @@
+"""pepo.embedded.recipe: the trainers' datasets hand back the rows' in-memory images."""
+
+from __future__ import annotations
+
+import pytest
+
+from pepo.embedded.recipe import load_rows, rl_train, rows_dataset
+
+
+def test_rows_dataset_hands_back_the_loaded_images(synthetic_data_dir):
+    rows = load_rows(synthetic_data_dir / "train.jsonl")
+    dataset = rows_dataset(rows, ("prompt", "images", "solution"))
+    assert len(dataset) == len(rows)
+    assert set(dataset.column_names) == {"prompt", "images", "solution"}  # trainers' column filters keep "images"
+    first = next(iter(dataset))  # what TRL's SFTTrainer inspects
+    assert first["images"][0] is rows[0]["images"][0]
+    batch = dataset.__getitems__([5, 2, 5])  # what the DataLoader fetches
+    assert [example["images"][0] for example in batch] == [rows[i]["images"][0] for i in (5, 2, 5)]
+    assert [example["solution"] for example in batch] == [rows[i]["solution"] for i in (5, 2, 5)]
+    assert batch[0]["prompt"][0]["content"][1]["text"] == rows[5]["prompt"][0]["content"][1]["text"]
+
+
+def test_rows_dataset_without_images(synthetic_data_dir):
+    rows = load_rows(synthetic_data_dir / "train.jsonl", limit=3)
+    dataset = rows_dataset(rows, ("prompt", "solution"))
+    assert "images" not in dataset[0] and dataset[2]["solution"] == rows[2]["solution"]
+
+
+@pytest.mark.parametrize("micro", [0, 3])
+def test_rl_train_refuses_a_micro_batch_that_does_not_divide_the_step(tmp_path, micro):
+    with pytest.raises(ValueError, match="micro_batch_size"):
+        rl_train(tmp_path / "no_model_needed", [], tmp_path / "out", "grpo", prompts_per_step=2, num_generations=4,
+                 micro_batch_size=micro)
