@@ -192,3 +192,7 @@ def test_mm_token_type_ids_match_processor_mixin(tiny_vlm_path):
     ours = processor.create_mm_token_type_ids(ids)
     assert ours == ProcessorMixin.create_mm_token_type_ids(processor, ids)
     assert sum(map(sum, ours)) == 2 * 4  # four image tokens per image
+    rows = [ids[0].tolist(), ids[1].tolist()[:-3]]  # lists of unequal length, as TRL passes them
+    rows[1][-1] = processor.video_token_id
+    ours = processor.create_mm_token_type_ids(rows)
+    assert ours == ProcessorMixin.create_mm_token_type_ids(processor, rows) and ours[1][-1] == 2
