@@ -315,7 +315,7 @@ def _table(what: str, method: str, runs: dict[str, list[dict]], args) -> None:
     header = "| " + " | ".join(names) + " |" + (" speed-up |" if len(names) == 2 else "")
     rule = "|---" * (len(names) + 1 + (len(names) == 2)) + "|"
     if what == "sft":
-        print(f"## warm start (TRL SFT, the demo's settings): seconds per step ({args.steps} steps, one validation "
+        print(f"## warm start (TRL SFT, the demo's settings): seconds per step ({args.sft_steps} steps, one validation "
               "check at the end)\n")
         print("| phase " + header)
         print(rule)
