@@ -359,7 +359,7 @@ def _table(what: str, method: str, runs: dict[str, list[dict]], args) -> None:
 
 def phases(paths: list[str]) -> int:
     """The phase table of `pepo demo` runs, from their metrics.json."""
-    print("| run | total | data + model | warm start | " + "RL ... | " + "evaluation (rest) |")
+    print("| run | total | data + model | warm start | RL, per method | evaluation (the rest) |")
     print("|---|---|---|---|---|---|")
     for path in paths:
         m = json.loads(Path(path).read_text())
