@@ -1,18 +1,17 @@
-"""Two-sample statistics for the shift between correct and incorrect responses (numpy only).
+"""Two-sample statistics for the shift between correct and incorrect responses (``scipy.stats``).
 
-scipy is not a dependency of pepo; these are the textbook formulas, checked in
-``tests/analysis/test_stats.py`` against hand-worked values.
+The formulas, so the numbers can be checked by hand (``tests/analysis/test_stats.py`` does):
 
 * Mann-Whitney U (Mann & Whitney 1947): ``U_x = R_x - n_x (n_x + 1) / 2`` with average ranks for
   ties, i.e. the number of pairs ``(x_i, y_j)`` with ``x_i > y_j`` plus half the ties.
   ``auc = U_x / (n_x n_y)`` is the probability that a random ``x`` beats a random ``y`` (0.5: no
-  shift). The two-sided p-value is the normal approximation with tie and continuity correction
-  (what ``scipy.stats.mannwhitneyu(..., method="asymptotic")`` computes):
+  shift). The two-sided p-value is ``scipy.stats.mannwhitneyu(..., method="asymptotic")``: the
+  normal approximation with tie and continuity correction,
 
-      sigma^2 = n_x n_y / 12 * ((n + 1) - sum_ties (t^3 - t) / (n (n - 1)))
-      z = (U_x - n_x n_y / 2 -+ 0.5) / sigma,   p = erfc(|z| / sqrt(2))
+      sigma^2 = n_x n_y (n + 1) / 12 * tiecorrect,   tiecorrect = 1 - sum_ties (t^3 - t) / (n^3 - n)
+      z = (U_x - n_x n_y / 2 -+ 0.5) / sigma,         p = erfc(|z| / sqrt(2))
 
-* Kolmogorov-Smirnov ``D = sup_v |F_x(v) - F_y(v)|`` (the statistic only).
+* Kolmogorov-Smirnov ``D = sup_v |F_x(v) - F_y(v)|`` (``scipy.stats.ks_2samp``, the statistic only).
 """
 
 from __future__ import annotations
@@ -21,16 +20,14 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import stats
 
 __all__ = ["average_ranks", "ks_statistic", "mann_whitney_u", "shift_summary"]
 
 
 def average_ranks(values: np.ndarray) -> np.ndarray:
     """1-based ranks, ties sharing their average rank (``scipy.stats.rankdata(method="average")``)."""
-    values = np.asarray(values, dtype=np.float64)
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    below = np.concatenate([[0], np.cumsum(counts)[:-1]])  # values strictly smaller than each unique
-    return (below + (counts + 1) / 2.0)[inverse]
+    return stats.rankdata(np.asarray(values, dtype=np.float64), method="average")
 
 
 def mann_whitney_u(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
@@ -40,30 +37,27 @@ def mann_whitney_u(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
     nx, ny = len(x), len(y)
     if nx == 0 or ny == 0:
         return {"u": math.nan, "auc": math.nan, "z": math.nan, "p_value": math.nan}
-    n = nx + ny
-    ranks = average_ranks(np.concatenate([x, y]))
-    u = float(ranks[:nx].sum() - nx * (nx + 1) / 2.0)
-    _, counts = np.unique(np.concatenate([x, y]), return_counts=True)
-    tie_term = float((counts**3 - counts).sum()) / (n * (n - 1)) if n > 1 else 0.0
-    variance = nx * ny / 12.0 * ((n + 1) - tie_term)
-    centred = u - nx * ny / 2.0
+    # scipy reports U and p but not z: z uses the same tie-corrected variance.
+    variance = nx * ny * (nx + ny + 1) / 12.0 * stats.tiecorrect(average_ranks(np.concatenate([x, y])))
     if variance <= 0:  # every value tied: no evidence of a shift
-        z, p = 0.0, 1.0
-    else:
-        z = (centred - math.copysign(0.5, centred) if centred != 0 else 0.0) / math.sqrt(variance)
-        p = min(1.0, math.erfc(abs(z) / math.sqrt(2.0)))
-    return {"u": u, "auc": u / (nx * ny), "z": z, "p_value": p}
+        u = nx * ny / 2.0
+        return {"u": u, "auc": u / (nx * ny), "z": 0.0, "p_value": 1.0}
+    result = stats.mannwhitneyu(x, y, alternative="two-sided", method="asymptotic", use_continuity=True)
+    u = float(result.statistic)
+    centred = u - nx * ny / 2.0
+    z = (centred - math.copysign(0.5, centred) if centred != 0 else 0.0) / math.sqrt(variance)
+    return {"u": u, "auc": u / (nx * ny), "z": z, "p_value": float(result.pvalue)}
 
 
 def ks_statistic(x: Sequence[float], y: Sequence[float]) -> float:
     """Two-sample Kolmogorov-Smirnov statistic ``sup |F_x - F_y|`` (NaN if a sample is empty)."""
-    x, y = np.sort(np.asarray(x, dtype=np.float64)), np.sort(np.asarray(y, dtype=np.float64))
     if len(x) == 0 or len(y) == 0:
         return math.nan
-    grid = np.concatenate([x, y])
-    cdf_x = np.searchsorted(x, grid, side="right") / len(x)
-    cdf_y = np.searchsorted(y, grid, side="right") / len(y)
-    return float(np.abs(cdf_x - cdf_y).max())
+    # Only the statistic is used: method="asymp" skips the exact p-value's cost, and errstate
+    # silences that p-value's division by zero for one-value samples.
+    with np.errstate(divide="ignore"):
+        result = stats.ks_2samp(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64), method="asymp")
+    return float(result.statistic)
 
 
 def shift_summary(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""The numbers behind paper Figures 2 and 3, from recorded responses (numpy only, no plotting).
+"""The numbers behind paper Figures 2 and 3, from recorded responses (numpy and scipy, no plotting).
 
 Figure 2 (visual similarity, correct vs incorrect). Per response: the mean similarity over
 (a) ``all`` its tokens, (b) its ``top_k`` most visual tokens, (c) its ``bottom_k`` least visual
@@ -24,9 +24,10 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import stats
 
 from pepo.analysis.signals import ResponseTokens
-from pepo.analysis.stats import average_ranks, shift_summary
+from pepo.analysis.stats import shift_summary
 
 __all__ = [
     "VIEWS",
@@ -108,13 +109,12 @@ def figure2_shift(per_question: Sequence[dict]) -> list[dict]:
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman rank correlation (Pearson correlation of average ranks); NaN if undefined."""
+    """Spearman rank correlation (``scipy.stats.spearmanr``: Pearson correlation of average ranks);
+    NaN if undefined (fewer than two values, or a constant sample)."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if len(x) < 2:
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:  # spearmanr would warn and return NaN
         return math.nan
-    rx, ry = average_ranks(x) - (len(x) + 1) / 2, average_ranks(y) - (len(y) + 1) / 2
-    denominator = math.sqrt(float((rx**2).sum() * (ry**2).sum()))
-    return float((rx * ry).sum() / denominator) if denominator > 0 else math.nan
+    return float(stats.spearmanr(x, y).statistic)
 
 
 def figure3_shift(responses: Sequence[ResponseTokens], measure: str, k: int) -> list[dict]:
