@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 from pepo.core import PERCEPTION_MEASURES, perception_scores, token_entropy, token_weights
+from pepo.core.perception import NORM_EPS
+from pepo.image_tokens import image_token_mask
 
 __all__ = ["ResponseTokens", "hidden_state_shift", "prompt_without_images", "response_signals", "run_response"]
-
-NORM_EPS = 1e-12
 
 
 @dataclass
@@ -189,11 +189,8 @@ def run_response(
     inputs = _with_response(dict(inputs), response)
     out = _forward(model, inputs, T)
     completion_logits = out.logits[:, -(T + 1) : -1]
-    if image_token_id is None:
-        vision_mask = torch.zeros_like(inputs["input_ids"], dtype=torch.bool)
-    else:
-        vision_mask = inputs["input_ids"] == image_token_id
-    signals = response_signals(out.hidden_states, completion_logits, vision_mask.to(out.logits.device), **settings)
+    vision_mask = image_token_mask(inputs["input_ids"], image_token_id).to(out.logits.device)
+    signals = response_signals(out.hidden_states, completion_logits, vision_mask, **settings)
     if with_shift:
         bare = processor(text=[render(processor, prompt_without_images(prompt))], images=None, return_tensors="pt")
         bare_out = _forward(model, _with_response(dict(bare), response), T)
