@@ -5,7 +5,7 @@
 * :mod:`pepo.embedded.synthetic` generates the task (PIL-rendered 2 x 2 grids, Geometry3K JSONL).
 """
 
-from pepo.embedded.synthetic import PROMPT_SUFFIX, generate_dataset, generate_split, make_problem, render
+from pepo.embedded.synthetic import generate_dataset, generate_split, make_problem, render
 from pepo.embedded.tiny import build_tiny_vlm
 
-__all__ = ["PROMPT_SUFFIX", "build_tiny_vlm", "generate_dataset", "generate_split", "make_problem", "render"]
+__all__ = ["build_tiny_vlm", "generate_dataset", "generate_split", "make_problem", "render"]

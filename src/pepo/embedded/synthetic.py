@@ -35,12 +35,13 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from pepo.data.prompts import PROMPT_SUFFIX  # the spec's training suffix, section 7
+
 __all__ = [
     "CHAIN_STYLES",
     "COLOURS",
     "DEFAULT_QUESTION_TYPES",
     "POSITIONS",
-    "PROMPT_SUFFIX",
     "QUESTION_TYPES",
     "SHAPES",
     "Scene",
@@ -51,12 +52,6 @@ __all__ = [
     "make_problem",
     "render",
 ]
-
-# The training prompt suffix of the spec, section 7 (the same words the paper's release uses).
-PROMPT_SUFFIX = (
-    "First output the thinking process in <think> </think> tags and then output the final answer "
-    "in <answer> </answer> tags."
-)
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
