@@ -33,7 +33,17 @@ from pepo.cli_checks import (
     interrupted,
 )
 
-__all__ = ["default_out", "load_questions", "main", "report_questions", "results_jsonl_path"]
+__all__ = [
+    "add_question_arguments",
+    "check_question_arguments",
+    "default_out",
+    "load_questions",
+    "main",
+    "prepare_questions",
+    "refuse",
+    "report_questions",
+    "results_jsonl_path",
+]
 
 
 def results_jsonl_path(out: Path) -> Path:
@@ -49,43 +59,60 @@ def default_out(model: str | Path, benchmark: str, data: str | Path, split: str 
     return Path(model) / "eval" / f"{name}.json"
 
 
-def _parser() -> argparse.ArgumentParser:
+def add_question_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    """The options ``pepo eval`` and ``pepo analyze`` share: one spelling, one default, one help text.
+    ``required``: ``--model`` and ``--data`` must be given (``pepo analyze`` can run on ``--runs``
+    alone)."""
     from pepo.data import BENCHMARKS, SPLITS
 
-    parser = OneLineParser(prog="pepo eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="local checkpoint folder (save_pretrained layout, holds config.json)")
-    parser.add_argument("--benchmark", required=True, help=f"benchmark format: {', '.join(sorted(BENCHMARKS))}")
-    parser.add_argument("--data", required=True, help="data file (.jsonl/.json/.parquet) or folder of them")
+    parser.add_argument("--model", required=required, default=None,
+                        help="local checkpoint folder (save_pretrained layout, holds config.json)")
+    parser.add_argument("--benchmark", default="geometry3k", help=f"data format: {', '.join(sorted(BENCHMARKS))} [geometry3k]")
+    parser.add_argument("--data", required=required, default=None, help="data file (.jsonl/.json/.parquet) or folder of them")
     parser.add_argument("--split", default=None, help=f"with a --data folder holding several splits, the one to read ({', '.join(SPLITS)})")
     parser.add_argument("--image-root", default=None, help="root of relative image paths (default: the data file's folder)")
     parser.add_argument("--allow-absolute-paths", action="store_true", help="accept absolute image paths in the data")
     parser.add_argument("--skip-invalid", action="store_true", help="skip (and list) bad records instead of stopping")
-    parser.add_argument("--n", type=int, default=8, help="samples per question for avg@N (1 = greedy) [8]")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 = greedy, with --n 1 [1.0]")
+    parser.add_argument("--n", type=int, default=8, help="responses sampled per question (avg@N) [8]")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="sampling temperature; 0 = greedy, with --n 1 (pepo analyze: > 0, also the entropy's) [1.0]")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling top_p [1.0]")
-    parser.add_argument("--max-new-tokens", type=int, default=1024, help="tokens per answer [1024]")
+    parser.add_argument("--max-new-tokens", type=int, default=1024, help="tokens per response [1024]")
     parser.add_argument("--batch-size", type=int, default=8, help="questions per generate call [8]")
-    parser.add_argument("--backend", choices=["transformers", "vllm"], default="transformers", help="generation backend")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions (N >= 1)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed [0]")
     parser.add_argument("--dtype", default=None, help="model dtype: float32, bfloat16, float16, auto (default float32)")
     parser.add_argument("--device", default=None, help="e.g. cuda:0 (default cpu)")
+    parser.add_argument("--overwrite", action="store_true", help="discard the responses already saved under --out and start over")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def check_question_arguments(args) -> None:
+    """The checks of :func:`add_question_arguments`' options (:class:`ArgumentError`); the model
+    folder and the data only when ``--model`` is given."""
+    check_sampling(args.n, args.temperature, args.top_p)
+    for name in ("batch_size", "max_new_tokens"):
+        check_at_least(f"--{name.replace('_', '-')}", getattr(args, name), 1)
+    check_dtype(args.dtype)
+    check_device(args.device)
+    if args.model is not None:
+        check_model_dir(args.model)
+        if not Path(args.data).exists():
+            raise ArgumentError(f"--data {args.data}: no such file or folder (pepo reads local copies only)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="pepo eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_question_arguments(parser, required=True)
+    parser.add_argument("--backend", choices=["transformers", "vllm"], default="transformers", help="generation backend")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions (N >= 1)")
     parser.add_argument("--out", default=None, help="result JSON [<model>/eval/<benchmark>-<data name>.json]")
-    parser.add_argument("--overwrite", action="store_true", help="discard the rows already in <out>.questions.jsonl and start over")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
 def _check_arguments(args) -> Path:
     """Every argument, before anything is loaded; returns the output path."""
-    check_sampling(args.n, args.temperature, args.top_p)
-    for name in ("batch_size", "max_new_tokens", "limit"):
-        check_at_least(f"--{name.replace('_', '-')}", getattr(args, name), 1)
-    check_dtype(args.dtype)
-    check_device(args.device)
-    check_model_dir(args.model)
-    if not Path(args.data).exists():
-        raise ArgumentError(f"--data {args.data}: no such file or folder (pepo reads local copies only)")
+    check_at_least("--limit", args.limit, 1)
+    check_question_arguments(args)
     out = Path(args.out) if args.out is not None else default_out(args.model, args.benchmark, args.data, args.split)
     return check_out_file(out)
 
@@ -155,30 +182,53 @@ def print_summary(result: dict, benchmark: str, console: Console | None = None) 
         console.print(breakdown)
 
 
-def _prepare(args):
-    """Checks, data, and the resume check: everything that can fail before the model loads."""
+def prepare_questions(args, command: str, results: Path, *, limit: int | None, backend: str, verb: str):
+    """``(data, records, provenance)``: the processor, the data (the first ``limit`` questions) and
+    the resume check of ``results`` (emptied first with ``--overwrite``): what can fail before the
+    model loads. ``verb`` says what an empty selection could not be used for."""
     from pepo.evaluation import eval_config, results_header
     from pepo.evaluation.resume import check_resumable
     from pepo.modeling import load_processor
 
-    if args.backend == "vllm" and args.device is not None:
-        raise ArgumentError("--device is for --backend transformers; vLLM places the model itself")
-    out = _check_arguments(args)
     try:
         processor = load_processor(args.model)
     except (OSError, ValueError, KeyError) as exc:
         raise ArgumentError(f"--model {args.model}: cannot load its processor ({str(exc).splitlines()[0]})") from None
-    data, provenance = load_questions(args, "pepo eval", processor)
-    records = data.records[: args.limit] if args.limit is not None else data.records
+    data, provenance = load_questions(args, command, processor)
+    records = data.records[:limit] if limit is not None else data.records
     if not records:
-        raise ArgumentError(f"--data {args.data}: no questions to evaluate")
-    results = results_jsonl_path(out)
+        raise ArgumentError(f"--data {args.data}: no questions to {verb}")
     if args.overwrite:
         results.unlink(missing_ok=True)
-        out.unlink(missing_ok=True)
     config = eval_config(n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-                         blank_images=False, backend=args.backend, seed=args.seed)
+                         blank_images=False, backend=backend, seed=args.seed)
     check_resumable(results, results_header(config, provenance))
+    return data, records, provenance
+
+
+def refuse(command: str, exc: Exception, rows: str = "rows") -> int:
+    """The one line for an error found before the model loads (``rows``: what a results file of
+    another run holds); exit code 2."""
+    from pepo.evaluation.resume import ResumeMismatch
+
+    if isinstance(exc, ResumeMismatch):
+        message = (f"{exc.path} holds {rows} of another run: {exc.field} is {exc.old!r} there, {exc.new!r} here; "
+                   "use another --out, or --overwrite to start over")
+    else:
+        message = exc.args[0] if isinstance(exc, KeyError) else str(exc)
+    print(f"{command}: {message}", file=sys.stderr)
+    return 2
+
+
+def _prepare(args):
+    """Checks, data, and the resume check: everything that can fail before the model loads."""
+    if args.backend == "vllm" and args.device is not None:
+        raise ArgumentError("--device is for --backend transformers; vLLM places the model itself")
+    out = _check_arguments(args)
+    data, records, provenance = prepare_questions(args, "pepo eval", results_jsonl_path(out), limit=args.limit,
+                                                  backend=args.backend, verb="evaluate")
+    if args.overwrite:
+        out.unlink(missing_ok=True)
     return out, data, records, provenance
 
 
@@ -191,13 +241,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         out, data, records, provenance = _prepare(args)
-    except ResumeMismatch as exc:
-        print(f"pepo eval: {exc.path} holds rows of another run: {exc.field} is {exc.old!r} there, {exc.new!r} here; "
-              "use another --out, or --overwrite to start over", file=sys.stderr)
-        return 2
-    except (ArgumentError, DataError, FileNotFoundError, KeyError) as exc:
-        print(f"pepo eval: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
-        return 2
+    except (ArgumentError, DataError, FileNotFoundError, KeyError, ResumeMismatch) as exc:
+        return refuse("pepo eval", exc)
     except KeyboardInterrupt:
         return interrupted("pepo eval", "nothing was evaluated yet")
     report_questions("pepo eval", data, args.data)
