@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 from datasets import IterableDataset
+from trl.trainer.utils import pad
 
 # Per-row tensors, by which end they are padded on when rows of different batches are merged.
 PROMPT_KEYS = {"prompt_ids": "pad", "prompt_mask": 0}  # left-padded
@@ -119,15 +120,6 @@ def _pixel_spans(batch, n, image_spans, tile_spans) -> list[tuple[int, int]]:
     raise NotImplementedError("dynamic_sampling cannot tell which pixel_values belong to which row")
 
 
-def _pad_stack(tensors: list[torch.Tensor], value: float | int, left: bool) -> torch.Tensor:
-    length = max(t.size(0) for t in tensors)
-    padded = []
-    for t in tensors:
-        pad = t.new_full((length - t.size(0), *t.shape[1:]), value)
-        padded.append(torch.cat([pad, t] if left else [t, pad]))
-    return torch.stack(padded)
-
-
 def rebatch(rows: list[dict[str, Any]], pad_token_id: int) -> dict[str, Any]:
     """Inverse of :func:`unbatch` for rows from possibly different rollouts (re-pads to the longest).
 
@@ -143,12 +135,13 @@ def rebatch(rows: list[dict[str, Any]], pad_token_id: int) -> dict[str, Any]:
             if values[0].dim() == 1 and key == "importance_sampling_ratio" and values[0].numel() == 1:
                 batch[key] = torch.stack(values)
             else:
-                batch[key] = _pad_stack(values, pad_token_id if fill == "pad" else fill, left=key in PROMPT_KEYS)
+                side = "left" if key in PROMPT_KEYS else "right"
+                batch[key] = pad(values, pad_token_id if fill == "pad" else fill, padding_side=side)
         elif key in ROW_KEYS:
             batch[key] = torch.stack(values)
         elif key in SEQUENCE_KEYS:
-            prompt = _pad_stack([v[0] for v in values], 0, left=True)
-            completion = _pad_stack([v[1] for v in values], 0, left=False)
+            prompt = pad([v[0] for v in values], 0, padding_side="left")
+            completion = pad([v[1] for v in values], 0, padding_side="right")
             batch[key] = torch.cat([prompt, completion], dim=1)
         else:  # image / tile / per-row vision tensors: concatenate
             shapes = {tuple(v.shape[1:]) for v in values}
