@@ -9,7 +9,6 @@ Recipes for PEPO_G, PEPO_D and the baselines are YAML files under ``recipes/``, 
 """
 
 from pepo.trainer.config import PEPOConfig
-from pepo.image_tokens import image_token_mask, resolve_image_token_id
 from pepo.trainer.trainer import PEPOTrainer
 
-__all__ = ["PEPOConfig", "PEPOTrainer", "image_token_mask", "resolve_image_token_id"]
+__all__ = ["PEPOConfig", "PEPOTrainer"]
