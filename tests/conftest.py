@@ -1,13 +1,10 @@
-"""Shared pytest fixtures. Helpers append their fixtures here (str_replace / append only)."""
+"""Session fixtures every test package uses: the tiny VLM checkpoint and the synthetic data set."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-
-# --- embedded default (issue 5): the tiny VLM and the synthetic task --------------------------------
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from PIL import Image
 from pepo.trainer.capture import language_model_of
 from pepo.image_tokens import image_token_mask, resolve_image_token_id
 
-from tests.trainer.families import FAMILIES, build, word_tokenizer
+from tests.trainer.families import TINY_BUILDERS, build, word_tokenizer
 
 
 def positions_overwritten_by_vision(model, inputs) -> torch.Tensor:
@@ -29,7 +29,7 @@ def positions_overwritten_by_vision(model, inputs) -> torch.Tensor:
     return (seen["embeds"] != plain).any(-1)
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", sorted(TINY_BUILDERS))
 def test_mask_is_where_the_model_puts_image_features(family):
     model, processor, text = build(family)
     images = [Image.new("RGB", (56, 56), (200, 40, 40)), Image.new("RGB", (56, 56), (40, 40, 200))]

@@ -164,7 +164,8 @@ def gemma3():
     return Gemma3ForConditionalGeneration(config), processor, "look at <start_of_image> what is it ?"
 
 
-FAMILIES = {
+# family name -> builder of a tiny random model of it: () -> (model, processor, text)
+TINY_BUILDERS = {
     "qwen2_vl": lambda: qwen2_vl("2"),
     "qwen2_5_vl": lambda: qwen2_vl("2.5"),
     "internvl3": internvl3,
@@ -177,5 +178,5 @@ FAMILIES = {
 
 def build(name: str):
     torch.manual_seed(0)
-    model, processor, text = FAMILIES[name]()
+    model, processor, text = TINY_BUILDERS[name]()
     return model.eval(), processor, text
