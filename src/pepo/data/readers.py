@@ -329,6 +329,11 @@ for _name, _parse in {
     register_benchmark(_name, _parse)
 
 
+def _check_images(record: Record, file: Path, line: int, accept_size: Callable[[int, int], str | None] | None) -> None:
+    for index, image in enumerate(record.images):
+        check_image(image, path=file, line=line, field=f"images[{index}]", accept_size=accept_size)
+
+
 def load_benchmark(
     name: str,
     path: str | Path,
@@ -379,8 +384,7 @@ def load_benchmark(
             if record is None:
                 continue
             if check_images:
-                for index, image in enumerate(record.images):
-                    check_image(image, path=file, line=line, field=f"images[{index}]", accept_size=accept_image_size)
+                _check_images(record, file, line, accept_image_size)
             if record.id in seen:  # ids key resumable evaluation: keep them unique
                 record.id = f"{record.id}@{file.name}:{line}"
             seen.add(record.id)
