@@ -133,6 +133,20 @@ def test_default_image_root_is_the_data_folder(synthetic_data_dir):
     assert {"qtype"} == set(loaded[0].categories)
 
 
+def test_reference_chain_is_kept_outside_the_question(synthetic_data_dir):
+    from pepo.evaluation.resume import question_sha256
+
+    path = synthetic_data_dir / "train.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    loaded = load_geometry3k(path)
+    assert [r.reference for r in loaded] == [line["reference"] for line in lines]
+    assert loaded[0].reference.startswith("<think>")
+    # the chain is not part of the question: eval rows resume across it
+    hash_before = question_sha256(loaded[0])
+    loaded[0].reference = "<think> other </think> <answer> x </answer>"
+    assert question_sha256(loaded[0]) == hash_before
+
+
 def test_unknown_benchmark_lists_the_known_ones(geo):
     with pytest.raises(KeyError, match="known benchmarks: algopuzzlevqa, fgvc_aircraft, flower102, geometry3k"):
         load_benchmark("mathvista_full", geo[0])

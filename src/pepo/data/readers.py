@@ -195,6 +195,8 @@ def parse_geometry3k(row: _Row) -> Record:
     except ValueError as exc:
         raise row.error("messages", str(exc)) from None
     record.categories = {key: row.data[key] for key in ("category", "qtype") if isinstance(row.data.get(key), str)}
+    if isinstance(row.data.get("reference"), str):
+        record.reference = row.data["reference"]
     return record
 
 

@@ -56,6 +56,8 @@ class Record:
         categories: breakdown keys for the report, e.g. ``{"skills": ["algebraic reasoning"]}``.
         source: ``file:line`` it came from.
         meta: format-specific scoring hints (MathVista's ``answer_type`` / ``precision``).
+        reference: a worked solution, when the data has one (the embedded task's chain of thought,
+            the warm start's supervised target); not part of the question.
     """
 
     id: str
@@ -67,6 +69,7 @@ class Record:
     categories: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    reference: str | None = None
 
 
 @dataclass
