@@ -141,6 +141,25 @@ def results_header(config: dict[str, Any], provenance: dict[str, Any] | None, mo
     return {"config": config, "provenance": provenance}
 
 
+def _check_settings(n: int, batch_size: int, temperature: float, backend: str) -> None:
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if n > 1 and temperature <= 0:
+        raise ValueError(f"sampling n={n} answers needs temperature > 0, got {temperature} (n=1 decodes greedily)")
+    if backend not in _BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {sorted(_BACKENDS)}")
+
+
+def _open_results(results_path: str | Path, header: dict[str, Any]) -> tuple[dict[str, dict], RowWriter]:
+    """The rows already in ``results_path`` (written under the same ``header``; a half-written last
+    line is dropped) and the writer that appends the next ones."""
+    results_path = Path(results_path)
+    drop_partial_last_line(results_path)
+    return read_rows(results_path, header), RowWriter(results_path, header)
+
+
 def evaluate_model(
     model: Any,
     processor: Any,
@@ -183,52 +202,44 @@ def evaluate_model(
     Returns:
         :class:`EvalResult`, rows in the order of ``records``.
     """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if n > 1 and temperature <= 0:
-        raise ValueError(f"sampling n={n} answers needs temperature > 0, got {temperature} (n=1 decodes greedily)")
-    if backend not in _BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {sorted(_BACKENDS)}")
+    _check_settings(n, batch_size, temperature, backend)
     records = list(records)
     config = eval_config(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                          blank_images=blank_images, backend=backend, seed=seed)
     hashes = {record.id: question_sha256(record) for record in records}
-    done: dict[str, dict] = {}
-    sink = None
+    keys = {question_id: row_key(question_id, sha256) for question_id, sha256 in hashes.items()}
+    done, sink = {}, None
     if results_path is not None:
-        results_path = Path(results_path)
-        header = results_header(config, provenance, model, backend)
-        drop_partial_last_line(results_path)
-        done = read_rows(results_path, header)
-        sink = RowWriter(results_path, header)
-    todo = [record for record in records if row_key(record.id, hashes[record.id]) not in done]
+        done, sink = _open_results(results_path, results_header(config, provenance, model, backend))
+    todo = [record for record in records if keys[record.id] not in done]
     if done:
         logger.info("resuming: %d of %d questions already in %s", len(records) - len(todo), len(records), results_path)
-    generate = _BACKENDS[backend]
+    sampling = dict(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                    blank_images=blank_images, seed=seed)
     bar = tqdm(total=len(records), initial=len(records) - len(todo), unit="question", desc="eval", disable=not progress)
     try:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            samples = generate(
-                model, processor, batch, n=n, temperature=temperature, top_p=top_p,
-                max_new_tokens=max_new_tokens, blank_images=blank_images, seed=seed,
-            )
-            for record, (outputs, lengths) in zip(batch, samples):
-                row = _score_question(record, outputs, lengths) | {"sha256": hashes[record.id]}
-                if sink is not None:
-                    sink.write(row)
-                done[row_key(record.id, hashes[record.id])] = row
-                bar.update(1)
-                if on_question is not None:
-                    on_question(row)
+        for record, (outputs, lengths) in _sample(_BACKENDS[backend], model, processor, todo, batch_size, sampling):
+            row = _score_question(record, outputs, lengths) | {"sha256": hashes[record.id]}
+            if sink is not None:
+                sink.write(row)
+            done[keys[record.id]] = row
+            bar.update(1)
+            if on_question is not None:
+                on_question(row)
     finally:
         bar.close()
         if sink is not None:
             sink.close()
-    rows = [done[row_key(record.id, hashes[record.id])] for record in records]
+    rows = [done[keys[record.id]] for record in records]
     return EvalResult(questions=rows, totals=summarize(rows), config=config)
+
+
+def _sample(generate, model, processor, records: list[Record], batch_size: int, sampling: dict[str, Any]):
+    """``(record, (outputs, completion token counts))`` per question, ``batch_size`` questions per
+    call of the backend's ``generate``."""
+    for start in range(0, len(records), batch_size):
+        batch = records[start : start + batch_size]
+        yield from zip(batch, generate(model, processor, batch, **sampling))
 
 
 def _score_question(record: Record, outputs: list[str], lengths: list[int]) -> dict[str, Any]:
