@@ -8,6 +8,8 @@ published parameter count) and the ids of the image placeholder tokens.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 QWEN2_5_VL_3B = {
     "model_type": "qwen2_5_vl",
     "image_token_id": 151655,
@@ -49,13 +51,23 @@ INTERNVL3_2B = {
     },
 }
 
-# name in the recipe's model path -> (config dict, model class name, image placeholder, its tokens around it,
-# published size in billions of parameters as a (low, high) bracket)
-FAMILIES = {
-    "Qwen2.5-VL-3B": (QWEN2_5_VL_3B, "Qwen2_5_VLForConditionalGeneration", "<|image_pad|>",
-                      {"<|image_pad|>": 151655, "<|vision_start|>": 151652, "<|vision_end|>": 151653}, (3.6, 3.9)),
-    "InternVL3-2B": (INTERNVL3_2B, "InternVLForConditionalGeneration", "<IMG_CONTEXT>",
-                     {"<img>": 151665, "</img>": 151666, "<IMG_CONTEXT>": 151667}, (2.0, 2.2)),
+class PaperFamily(NamedTuple):
+    """A model family a paper recipe names, as the tests need it."""
+
+    config: dict  # the config.json fields (architecture sizes, image token ids)
+    model_class: str  # its transformers class name
+    placeholder: str  # the image placeholder token
+    token_ids: dict[str, int]  # the placeholder and the tokens around it
+    billions: tuple[float, float]  # published size in billions of parameters, a (low, high) bracket
+
+
+# name in the recipe's model path -> the family (tests/trainer/families.py builds tiny random models instead)
+PAPER_FAMILIES = {
+    "Qwen2.5-VL-3B": PaperFamily(QWEN2_5_VL_3B, "Qwen2_5_VLForConditionalGeneration", "<|image_pad|>",
+                                 {"<|image_pad|>": 151655, "<|vision_start|>": 151652, "<|vision_end|>": 151653},
+                                 (3.6, 3.9)),
+    "InternVL3-2B": PaperFamily(INTERNVL3_2B, "InternVLForConditionalGeneration", "<IMG_CONTEXT>",
+                                {"<img>": 151665, "</img>": 151666, "<IMG_CONTEXT>": 151667}, (2.0, 2.2)),
 }
 
 
@@ -73,8 +85,8 @@ class FamilyVocabulary:
 
 
 def family_of(model_name_or_path: str) -> str:
-    """The key of :data:`FAMILIES` a recipe's model path names (e.g. ``/path/to/InternVL3-2B-hf``)."""
-    found = [name for name in FAMILIES if name in model_name_or_path]
+    """The key of :data:`PAPER_FAMILIES` a recipe's model path names (e.g. ``/path/to/InternVL3-2B-hf``)."""
+    found = [name for name in PAPER_FAMILIES if name in model_name_or_path]
     if len(found) != 1:
-        raise ValueError(f"model_name_or_path={model_name_or_path!r} names none (or several) of {sorted(FAMILIES)}")
+        raise ValueError(f"model_name_or_path={model_name_or_path!r} names none (or several) of {sorted(PAPER_FAMILIES)}")
     return found[0]

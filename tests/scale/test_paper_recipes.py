@@ -24,7 +24,7 @@ from pepo.rewards import REWARD_FUNCTIONS
 from pepo.trainer.cli import parse
 from pepo.image_tokens import resolve_image_token_id
 
-from .families import FAMILIES, FamilyVocabulary, family_of
+from .families import PAPER_FAMILIES, FamilyVocabulary, family_of
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER = sorted((ROOT / "recipes" / "paper").glob("*.yaml"))
@@ -66,7 +66,7 @@ def meta_model(family: str):
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
 
-    fields = dict(FAMILIES[family][0])
+    fields = dict(PAPER_FAMILIES[family].config)
     config = AutoConfig.for_model(fields.pop("model_type"), **fields)
     model_class = MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING[type(config)]
     with torch.device("meta"):
@@ -126,7 +126,7 @@ def test_paper_recipe_means_what_the_spec_says(path):
 def test_model_class_and_image_token_resolve_without_weights(path):
     _, (_, args, model_args) = parse_recipe(path)
     family = family_of(model_args.model_name_or_path)
-    _, class_name, placeholder, token_ids, (low, high) = FAMILIES[family]
+    _, class_name, placeholder, token_ids, (low, high) = PAPER_FAMILIES[family]
     config, model_class, n_params = meta_model(family)
     assert model_class.__name__ == class_name
     assert low < n_params / 1e9 < high, f"{family}: {n_params / 1e9:.3f} B parameters, published {low}-{high} B"
@@ -142,7 +142,7 @@ def test_a_wrong_image_token_for_the_family_is_caught():
     """What the test above guards against: an InternVL3 recipe carrying Qwen's placeholder."""
     config, _, _ = meta_model("InternVL3-2B")
     with pytest.raises(ValueError, match="not a token"):
-        resolve_image_token_id(config, FamilyVocabulary(FAMILIES["InternVL3-2B"][3]), override="<|image_pad|>")
+        resolve_image_token_id(config, FamilyVocabulary(PAPER_FAMILIES["InternVL3-2B"].token_ids), override="<|image_pad|>")
 
 
 # ---- accelerate configs ------------------------------------------------------------------------------
