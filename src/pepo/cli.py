@@ -12,7 +12,7 @@ import sys
 # name -> ("module:function", one-line help). Later subsystems add their line here.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pepo.demo:main", "run the embedded default end to end on CPU"),
-    "train": ("pepo.trainer.cli:main", "train with PEPO / GRPO / DAPO from a YAML recipe (TRL-style arguments)"),
+    "train": ("pepo.train:main", "train with PEPO / GRPO / DAPO from a YAML recipe (TRL-style arguments)"),
     "eval": ("pepo.evaluation.cli:main", "evaluate a local checkpoint on a local benchmark (avg@N, majority)"),
     "analyze": ("pepo.analysis.cli:main", "token-level analysis: similarity / entropy / weights, paper Figures 2, 3, 6"),
 }

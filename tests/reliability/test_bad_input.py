@@ -18,7 +18,7 @@ import pepo.trainer.trainer as trainer_module
 from pepo.rewards import get_reward
 from pepo.trainer import PEPOTrainer
 from pepo.trainer.capture import language_model_of
-from pepo.trainer.cli import main as train_main
+from pepo.train import main as train_main
 from tests.trainer.conftest import rollout
 from tests.trainer.test_loss import LOSS_TYPES, loss_and_grads
 

@@ -166,7 +166,7 @@ def test_eval_skip_invalid_skips_it(tiny_vlm_path, data_with_a_long_thin_image, 
 
 def test_train_refuses_an_image_the_processor_refuses_before_training(tiny_vlm_path, data_with_a_long_thin_image,
                                                                       tmp_path, capsys):
-    from pepo.trainer.cli import main as train_main
+    from pepo.train import main as train_main
 
     data = data_with_a_long_thin_image
     argv = ["--model_name_or_path", str(tiny_vlm_path), "--output_dir", str(tmp_path / "out"), "--use_cpu", "true",

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import pepo.modeling as modeling
+import pepo.train  # noqa: F401  (registers train_file: embedded, which the tiny recipe names)
 from pepo.trainer.cli import build_trainer, parse
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "pepo"

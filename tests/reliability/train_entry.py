@@ -9,7 +9,7 @@ so every group would have zero advantage and no parameter would move. This entry
 import sys
 
 from pepo.rewards import register_reward
-from pepo.trainer.cli import main
+from pepo.train import main
 
 
 def length_reward(completions, **kwargs) -> list[float]:

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+import pepo.train
 import pepo.trainer.cli as train_cli
 from pepo.cli import main as pepo_main
 
@@ -95,8 +96,8 @@ def test_every_input_is_checked_before_a_model_is_loaded(tmp_path, capsys, monke
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded before the arguments were checked")
 
-    monkeypatch.setattr(train_cli, "_embedded_model", no_model)
-    monkeypatch.setattr(train_cli, "embedded_warm_start", no_model)
+    monkeypatch.setattr(pepo.train, "_embedded_model", no_model)
+    monkeypatch.setattr(pepo.train, "embedded_warm_start", no_model)
     monkeypatch.setattr("pepo.modeling.load_model_and_processor", no_model)
     base = ["--config", str(RECIPES / "pepo_g_tiny.yaml"), "--output_dir", str(tmp_path / "out")]
     cases = [

@@ -3,7 +3,7 @@ weights, leaves trainer_state.json, chains into `pepo eval` and `pepo analyze`, 
 the last step trains nothing more.
 
 The warm start is built by the code path `model_name_or_path: embedded_warm_start` uses
-(pepo.demo.prepare through pepo.trainer.cli.embedded_warm_start), with smaller settings than the
+(pepo.demo.prepare through pepo.train.embedded_warm_start), with smaller settings than the
 recipe's so the suite stays short: 30 supervised steps, enough for the answer format.
 """
 
@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import pepo.trainer.cli as train_cli
+import pepo.train
 from pepo.cli import main as pepo_main
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "pepo_g_tiny.yaml"
@@ -35,7 +35,7 @@ def trained(tmp_path_factory):
     cache = tmp_path_factory.mktemp("pepo_cache")
     out = tmp_path_factory.mktemp("run") / "pepo_g_tiny"
     patch = pytest.MonkeyPatch()
-    patch.setattr(train_cli, "warm_start_settings", lambda: {"quick": small_settings()})
+    patch.setattr(pepo.train, "warm_start_settings", lambda: {"quick": small_settings()})
     argv = ["train", "--config", str(RECIPE), "--warm_start", "quick", "--embedded_cache", str(cache),
             "--output_dir", str(out), "--max_steps", "10", "--save_strategy", "steps", "--save_steps", "5",
             "--disable_tqdm", "true"]

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from pepo.rewards import register_reward
-from pepo.trainer.cli import build_trainer, main, parse
+from pepo.train import main  # `pepo train`: registers the embedded model and data the tiny recipes name
+from pepo.trainer.cli import build_trainer, parse
 
 from .conftest import length_reward
 

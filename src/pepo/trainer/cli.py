@@ -16,13 +16,13 @@ line on stderr and exit code 2. Where no GPU is found, ``bf16`` defaults to fals
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import sys
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 EMBEDDED = "embedded"  # the tiny Qwen2.5-VL at random initialisation, built under output_dir
 EMBEDDED_WARM_START = "embedded_warm_start"  # the same model after pepo demo's supervised warm start
@@ -236,65 +236,27 @@ def short_help() -> str:
     return "\n".join(lines)
 
 
-def _cache_root(script_args: TrainScriptArguments) -> Path:
-    if script_args.embedded_cache:
-        return Path(script_args.embedded_cache)
-    if os.environ.get("PEPO_CACHE"):
-        return Path(os.environ["PEPO_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pepo"
+@dataclass(frozen=True)
+class BuiltSource:
+    """A ``model_name_or_path`` or ``train_file`` value that names something pepo builds on first use
+    rather than reads (the embedded tiny model, its warm start, its synthetic task)."""
+
+    build: Callable[[TrainScriptArguments, Any], Path]  # (script_args, training_args) -> the folder / file
+    check: Callable[[TrainScriptArguments], None] = lambda script_args: None  # before anything is loaded
 
 
-def warm_start_settings() -> dict:
-    """``warm_start`` name -> :class:`pepo.demo.DemoSettings` the embedded warm start is built with."""
-    from pepo.demo import QUICK, DemoSettings
-
-    return {"demo": DemoSettings(), "quick": QUICK}
-
-
-def embedded_warm_start(cache_root: Path, settings, seed: int, label: str = "demo") -> Path:
-    """The warm-started tiny Qwen2.5-VL checkpoint for ``settings`` (a :class:`pepo.demo.DemoSettings`)
-    and ``seed``, built with :func:`pepo.demo.prepare` (pepo demo's own steps 1-3) when missing.
-
-    One folder per settings and seed (a hash of every setting in its name, ``label`` for people):
-    a start built with other settings is never reused. The build goes to a temporary folder renamed
-    into place at the end, so a build killed half way is redone, never used."""
-    from pepo.demo import prepare
-
-    digest = hashlib.sha256(json.dumps({**asdict(settings), "seed": seed}, sort_keys=True).encode()).hexdigest()[:10]
-    folder = Path(cache_root) / f"warm_start-{label}-seed{seed}-{digest}"
-    checkpoint = folder / "warm_start" / "checkpoint"
-    if (checkpoint / "config.json").is_file():
-        return checkpoint
-    print(f"pepo train: building the embedded warm start ({label} settings, once) under {folder}", flush=True)
-    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-    prepare(partial, settings, seed)
-    try:
-        partial.rename(folder)
-    except OSError:  # another process finished the same build first: keep theirs
-        if not (checkpoint / "config.json").is_file():
-            raise
-    return checkpoint
+# Registered by pepo.train (the `pepo train` command), which sits above pepo.trainer and
+# pepo.embedded: this layer does not know what they build.
+BUILT_MODELS: dict[str, BuiltSource] = {}
+BUILT_DATA: dict[str, BuiltSource] = {}
 
 
-def _embedded_model(output_dir: Path, seed: int) -> Path:
-    from pepo.embedded import build_tiny_vlm
-
-    path = output_dir / "embedded_model"
-    return path if (path / "config.json").is_file() else build_tiny_vlm(path, seed=seed)
-
-
-def _train_dataset(script_args: TrainScriptArguments, output_dir: Path, training_args, accept_image_size=None):
+def _train_dataset(script_args: TrainScriptArguments, training_args, accept_image_size=None):
     from pepo.data import load_benchmark, to_grpo_dataset
 
     train_file = script_args.train_file
-    if train_file == EMBEDDED:
-        from pepo.embedded import generate_split
-
-        train_file = output_dir / "embedded_data" / "train.jsonl"
-        # under `accelerate launch` one process writes the data while the others wait for it
-        with training_args.main_process_first(desc="embedded training data"):
-            if not train_file.is_file():
-                generate_split(train_file.parent, "train", script_args.max_train_samples or 256, seed=0)
+    if train_file in BUILT_DATA:
+        train_file = BUILT_DATA[train_file].build(script_args, training_args)
     # images the model's processor refuses (e.g. aspect ratio > 200) are bad records here, not at step 7
     loaded = load_benchmark(script_args.train_format, train_file, image_root=script_args.image_root,
                             accept_image_size=accept_image_size)
@@ -309,14 +271,16 @@ def check_arguments(script_args: TrainScriptArguments, training_args, model_args
     model_path = model_args.model_name_or_path
     if model_path is None:
         raise UsageError(f"set model_name_or_path (a local checkpoint folder, '{EMBEDDED_WARM_START}' or '{EMBEDDED}')")
-    if model_path not in (EMBEDDED, EMBEDDED_WARM_START) and not (Path(model_path) / "config.json").is_file():
+    if model_path in BUILT_MODELS:
+        BUILT_MODELS[model_path].check(script_args)
+    elif not (Path(model_path) / "config.json").is_file():
         raise UsageError(f"model_name_or_path {model_path}: no config.json there; pepo loads local checkpoint folders "
                          f"(save_pretrained layout), or '{EMBEDDED_WARM_START}' / '{EMBEDDED}'")
-    if script_args.warm_start not in warm_start_settings():
-        raise UsageError(f"warm_start={script_args.warm_start!r}: choose one of {tuple(warm_start_settings())}")
     for name in script_args.reward_funcs:
         get_reward(name)  # KeyError listing the known rewards
-    if script_args.train_file != EMBEDDED and not Path(script_args.train_file).exists():
+    if script_args.train_file in BUILT_DATA:
+        BUILT_DATA[script_args.train_file].check(script_args)
+    elif not Path(script_args.train_file).exists():
         raise UsageError(f"train_file {script_args.train_file}: no such file or folder")
 
 
@@ -337,19 +301,13 @@ def build_trainer(script_args: TrainScriptArguments, training_args, model_args):
         from pepo.trainer.cpu_sharding import allow_sharding_on_cpu
 
         allow_sharding_on_cpu()
-    output_dir = Path(training_args.output_dir)
     rewards = [get_reward(name) for name in script_args.reward_funcs]
     model_path = model_args.model_name_or_path
-    if model_path == EMBEDDED:
-        with training_args.main_process_first(desc="embedded tiny model"):
-            model_path = _embedded_model(output_dir, training_args.seed)
-    elif model_path == EMBEDDED_WARM_START:
-        with training_args.main_process_first(desc="embedded warm start"):
-            settings = warm_start_settings()[script_args.warm_start]
-            model_path = embedded_warm_start(_cache_root(script_args), settings, training_args.seed, script_args.warm_start)
+    if model_path in BUILT_MODELS:
+        model_path = BUILT_MODELS[model_path].build(script_args, training_args)
     # images the model's processor refuses are bad records now, before the weights are loaded
     accept_image_size = image_size_check(load_processor(model_path, trust_remote_code=training_args.trust_remote_code))
-    dataset = _train_dataset(script_args, output_dir, training_args, accept_image_size)
+    dataset = _train_dataset(script_args, training_args, accept_image_size)
     model, processor = load_model_and_processor(
         model_path, dtype=model_args.dtype or "float32", trust_remote_code=training_args.trust_remote_code,
         attn_implementation=model_args.attn_implementation,

@@ -1,0 +1,110 @@
+"""``pepo train``: :mod:`pepo.trainer.cli` plus the embedded defaults the tiny recipes name.
+
+``model_name_or_path: embedded`` is the tiny Qwen2.5-VL at random initialisation (built under
+``output_dir``), ``model_name_or_path: embedded_warm_start`` the same model after ``pepo demo``'s
+supervised warm start (built once per settings and seed under a cache folder), and
+``train_file: embedded`` the synthetic task (written under ``output_dir/embedded_data``). Building
+them needs :mod:`pepo.embedded` and :mod:`pepo.demo`, which sit above :mod:`pepo.trainer`, so they
+are registered here, on top of both, with :data:`pepo.trainer.cli.BUILT_MODELS` /
+:data:`~pepo.trainer.cli.BUILT_DATA`. Importing this module registers them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from pepo.trainer import cli as trainer_cli
+from pepo.trainer.cli import EMBEDDED, EMBEDDED_WARM_START, BuiltSource, TrainScriptArguments, UsageError
+
+__all__ = ["embedded_warm_start", "main", "warm_start_settings"]
+
+
+def _cache_root(script_args: TrainScriptArguments) -> Path:
+    if script_args.embedded_cache:
+        return Path(script_args.embedded_cache)
+    if os.environ.get("PEPO_CACHE"):
+        return Path(os.environ["PEPO_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pepo"
+
+
+def warm_start_settings() -> dict:
+    """``warm_start`` name -> :class:`pepo.demo.DemoSettings` the embedded warm start is built with."""
+    from pepo.demo import QUICK, DemoSettings
+
+    return {"demo": DemoSettings(), "quick": QUICK}
+
+
+def embedded_warm_start(cache_root: Path, settings, seed: int, label: str = "demo") -> Path:
+    """The warm-started tiny Qwen2.5-VL checkpoint for ``settings`` (a :class:`pepo.demo.DemoSettings`)
+    and ``seed``, built with :func:`pepo.demo.prepare` (pepo demo's own steps 1-3) when missing.
+
+    One folder per settings and seed (a hash of every setting in its name, ``label`` for people):
+    a start built with other settings is never reused. The build goes to a temporary folder renamed
+    into place at the end, so a build killed half way is redone, never used."""
+    from pepo.demo import prepare
+
+    digest = hashlib.sha256(json.dumps({**asdict(settings), "seed": seed}, sort_keys=True).encode()).hexdigest()[:10]
+    folder = Path(cache_root) / f"warm_start-{label}-seed{seed}-{digest}"
+    checkpoint = folder / "warm_start" / "checkpoint"
+    if (checkpoint / "config.json").is_file():
+        return checkpoint
+    print(f"pepo train: building the embedded warm start ({label} settings, once) under {folder}", flush=True)
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    prepare(partial, settings, seed)
+    try:
+        partial.rename(folder)
+    except OSError:  # another process finished the same build first: keep theirs
+        if not (checkpoint / "config.json").is_file():
+            raise
+    return checkpoint
+
+
+def _embedded_model(output_dir: Path, seed: int) -> Path:
+    from pepo.embedded import build_tiny_vlm
+
+    path = output_dir / "embedded_model"
+    return path if (path / "config.json").is_file() else build_tiny_vlm(path, seed=seed)
+
+
+# Each build runs under main_process_first: with `accelerate launch`, one process builds while the
+# others wait, then they read what it wrote.
+
+
+def _build_model(script_args: TrainScriptArguments, training_args) -> Path:
+    with training_args.main_process_first(desc="embedded tiny model"):
+        return _embedded_model(Path(training_args.output_dir), training_args.seed)
+
+
+def _check_warm_start(script_args: TrainScriptArguments) -> None:
+    if script_args.warm_start not in warm_start_settings():
+        raise UsageError(f"warm_start={script_args.warm_start!r}: choose one of {tuple(warm_start_settings())}")
+
+
+def _build_warm_start(script_args: TrainScriptArguments, training_args) -> Path:
+    with training_args.main_process_first(desc="embedded warm start"):
+        settings = warm_start_settings()[script_args.warm_start]
+        return embedded_warm_start(_cache_root(script_args), settings, training_args.seed, script_args.warm_start)
+
+
+def _build_data(script_args: TrainScriptArguments, training_args) -> Path:
+    from pepo.embedded import generate_split
+
+    train_file = Path(training_args.output_dir) / "embedded_data" / "train.jsonl"
+    with training_args.main_process_first(desc="embedded training data"):
+        if not train_file.is_file():
+            generate_split(train_file.parent, "train", script_args.max_train_samples or 256, seed=0)
+    return train_file
+
+
+trainer_cli.BUILT_MODELS[EMBEDDED] = BuiltSource(build=_build_model)
+trainer_cli.BUILT_MODELS[EMBEDDED_WARM_START] = BuiltSource(build=_build_warm_start, check=_check_warm_start)
+trainer_cli.BUILT_DATA[EMBEDDED] = BuiltSource(build=_build_data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``pepo train`` (:func:`pepo.trainer.cli.main`) with the embedded model and data available."""
+    return trainer_cli.main(argv)
