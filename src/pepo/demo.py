@@ -108,37 +108,38 @@ def prepare(out: Path, settings: DemoSettings, seed: int = 0) -> Prepared:
     return Prepared(train, val, test, base, start, sft_log, timings)
 
 
+def _evaluate(path: Path, test: list, settings: DemoSettings, seed: int, blank: bool = False) -> dict:
+    """The `pepo eval` code path on the test split: avg@N, majority, mean length, per-question scores."""
+    from pepo.evaluation import evaluate_model
+    from pepo.modeling import load_model_and_processor
+
+    model, processor = load_model_and_processor(path)
+    result = evaluate_model(
+        model, processor, test, n=settings.eval_samples, max_new_tokens=settings.max_completion_length,
+        batch_size=32, blank_images=blank, seed=seed,
+    )
+    totals = result.totals
+    return {"avg": totals["avg_at_n"] / 100, "majority": totals["majority"] / 100,
+            "mean_length": totals["mean_completion_tokens"], "per_question": result.questions,
+            "by_qtype": {k: v["avg_at_n"] / 100 for k, v in totals["categories"].get("qtype", {}).items()}}
+
+
 def run_demo(out: Path, methods: list[str], settings: DemoSettings, seed: int = 0) -> dict:
     """The whole pipeline; returns the metrics written to ``out/metrics.json``."""
     from pepo.analysis import load_runs
     from pepo.analysis.plots import plot_dynamics
     from pepo.embedded.recipe import rl_train
-    from pepo.evaluation import evaluate_model
-    from pepo.modeling import load_model_and_processor
 
     t0 = time.perf_counter()
     prepared = prepare(out, settings, seed)
-    train, test, start, sft_log, timings = prepared.train, prepared.test, prepared.start, prepared.sft_log, prepared.timings
-
-    def evaluate(path: Path, blank: bool = False) -> dict:
-        """The `pepo eval` code path: avg@N, majority, mean length and per-question scores."""
-        model, processor = load_model_and_processor(path)
-        result = evaluate_model(
-            model, processor, test, n=settings.eval_samples, max_new_tokens=settings.max_completion_length,
-            batch_size=32, blank_images=blank, seed=seed,
-        )
-        totals = result.totals
-        return {"avg": totals["avg_at_n"] / 100, "majority": totals["majority"] / 100,
-                "mean_length": totals["mean_completion_tokens"], "per_question": result.questions,
-                "by_qtype": {k: v["avg_at_n"] / 100 for k, v in totals["categories"].get("qtype", {}).items()}}
-
-    results = {"warm_start": evaluate(start)}
-    blank = {"warm_start": evaluate(start, blank=True)}
+    test, timings = prepared.test, prepared.timings
+    results = {"warm_start": _evaluate(prepared.start, test, settings, seed)}
+    blank = {"warm_start": _evaluate(prepared.start, test, settings, seed, blank=True)}
     logs: dict[str, list[dict]] = {}
     for i, method in enumerate(methods, 1):
         print(f"[4/5] RL {i}/{len(methods)}: {method} ({settings.rl_steps} steps)")
         result = rl_train(
-            start, train, out / method, method, max_steps=settings.rl_steps,
+            prepared.start, prepared.train, out / method, method, max_steps=settings.rl_steps,
             prompts_per_step=settings.rl_prompts_per_step, num_generations=settings.num_generations,
             learning_rate=settings.rl_learning_rate, max_completion_length=settings.max_completion_length, seed=seed,
             freeze_vision_tower=settings.rl_freeze_vision_tower, loss_type=settings.rl_loss_type,
@@ -146,45 +147,58 @@ def run_demo(out: Path, methods: list[str], settings: DemoSettings, seed: int = 
         timings[f"rl_{method}_s"] = result.seconds
         logs[method] = result.log
         print(f"[5/5] evaluating {method} on {len(test)} test questions x {settings.eval_samples} samples")
-        results[method] = evaluate(result.checkpoint)
-        blank[method] = evaluate(result.checkpoint, blank=True)
-
-    step_time = {m: statistics.mean(r["step_time"] for r in logs[m] if "step_time" in r) for m in methods
-                 if any("step_time" in r for r in logs[m])}
-    rows = []
-    for name, res in results.items():
-        row = {
-            "method": name,
-            "avg": res["avg"],
-            "majority": res["majority"],
-            "mean_length": res["mean_length"],
-            "blank_avg": blank[name]["avg"],
-            "by_qtype": res["by_qtype"],
-            "lift": res["avg"] - results["warm_start"]["avg"],
-            "lift_se": _paired_se([q["score"] for q in results["warm_start"]["per_question"]],
-                                  [q["score"] for q in res["per_question"]]),
-            "step_time_s": step_time.get(name),
-            "time_share_logged": None,
-            "rho_vs_grpo": None,
-        }
-        shares = [r["pepo/time_share"] for r in logs.get(name, []) if "pepo/time_share" in r]
-        if shares:
-            row["time_share_logged"] = statistics.mean(shares)
-        if name in step_time and "grpo" in step_time and name != "grpo":
-            # the spec's extra-cost ratio rho = (t_PEPO - t_GRPO) / t_GRPO, from mean step times
-            row["rho_vs_grpo"] = (step_time[name] - step_time["grpo"]) / step_time["grpo"]
-        rows.append(row)
+        results[method] = _evaluate(result.checkpoint, test, settings, seed)
+        blank[method] = _evaluate(result.checkpoint, test, settings, seed, blank=True)
+    rows = _rows(results, blank, logs)
     timings["total_s"] = time.perf_counter() - t0
-    metrics = {"settings": asdict(settings), "seed": seed, "methods": methods, "rows": rows, "sft_log": sft_log,
-               "rl_logs": logs, "timings": timings, "n_test": len(test)}
+    metrics = {"settings": asdict(settings), "seed": seed, "methods": methods, "rows": rows,
+               "sft_log": prepared.sft_log, "rl_logs": logs, "timings": timings, "n_test": len(test)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     plot_dynamics(load_runs([out / "metrics.json"]), out / "curves.png")  # the curves of `pepo analyze --runs`
     (out / "report.md").write_text(_report(metrics))
     return metrics
 
 
+def _rows(results: dict[str, dict], blank: dict[str, dict], logs: dict[str, list[dict]]) -> list[dict]:
+    """One row per evaluated checkpoint (the warm start first): scores, lift over the warm start with
+    its paired standard error, PEPO's logged time share and the step-time ratio against GRPO."""
+    step_time = {m: statistics.mean(r["step_time"] for r in log if "step_time" in r) for m, log in logs.items()
+                 if any("step_time" in r for r in log)}
+    start = results["warm_start"]
+    rows = []
+    for name, res in results.items():
+        shares = [r["pepo/time_share"] for r in logs.get(name, []) if "pepo/time_share" in r]
+        rows.append({
+            "method": name, "avg": res["avg"], "majority": res["majority"], "mean_length": res["mean_length"],
+            "blank_avg": blank[name]["avg"], "by_qtype": res["by_qtype"], "lift": res["avg"] - start["avg"],
+            "lift_se": _paired_se([q["score"] for q in start["per_question"]], [q["score"] for q in res["per_question"]]),
+            "step_time_s": step_time.get(name),
+            "time_share_logged": statistics.mean(shares) if shares else None,
+            # the spec's extra-cost ratio rho = (t_PEPO - t_GRPO) / t_GRPO, from mean step times
+            "rho_vs_grpo": (step_time[name] - step_time["grpo"]) / step_time["grpo"]
+            if name in step_time and "grpo" in step_time and name != "grpo" else None,
+        })
+    return rows
+
+
 def _fmt(value, spec=".1f", scale=1.0) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value * scale, spec)
+
+
+def _table(metrics: dict) -> list[str]:
+    """The results table (``pepo.analysis.report.markdown_table``), one row per checkpoint."""
+    from pepo.analysis.report import markdown_table
+
+    n = metrics["settings"]["eval_samples"]
+    columns = ["method", f"avg@{n}", "majority", "mean response length", "PEPO time share", "rho vs GRPO",
+               "lift vs warm start (+- paired SE)", "avg with blank image"]
+    cells = [[
+        r["method"], f"{100 * r['avg']:.1f}", f"{100 * r['majority']:.1f}", f"{r['mean_length']:.1f}",
+        _fmt(r["time_share_logged"], ".3f"), _fmt(r["rho_vs_grpo"], "+.3f"),
+        "-" if r["method"] == "warm_start" else f"{100 * r['lift']:+.1f} +- {_fmt(r['lift_se'], scale=100)}",
+        f"{100 * r['blank_avg']:.1f}",
+    ] for r in metrics["rows"]]
+    return markdown_table([dict(zip(columns, row)) for row in cells], columns).splitlines()
 
 
 def _report(metrics: dict) -> str:
@@ -201,19 +215,11 @@ def _report(metrics: dict) -> str:
         f"lr {s['sft_learning_rate']}, vision tower {'frozen' if s['sft_freeze_vision_tower'] else 'trained'}, "
         f"stopped at validation accuracy {s['sft_target']} (or {s['sft_max_steps']} steps).",
         "",
-        f"| method | avg@{s['eval_samples']} | majority | mean response length | PEPO time share | rho vs GRPO "
-        "| lift vs warm start (+- paired SE) | avg with blank image |",
-        "|---|---|---|---|---|---|---|---|",
+        *_table(metrics),
     ]
-    for r in metrics["rows"]:
-        share = "n/a" if r["time_share_logged"] is None else f"{r['time_share_logged']:.3f}"
-        rho = "n/a" if r["rho_vs_grpo"] is None else f"{r['rho_vs_grpo']:+.3f}"
-        lift = "-" if r["method"] == "warm_start" else f"{100 * r['lift']:+.1f} +- {_fmt(r['lift_se'], scale=100)}"
-        lines.append(
-            f"| {r['method']} | {100 * r['avg']:.1f} | {100 * r['majority']:.1f} | {r['mean_length']:.1f} | "
-            f"{share} | {rho} | {lift} | {100 * r['blank_avg']:.1f} |"
-        )
-    t = metrics["timings"]
+    if s["rl_loss_type"]:
+        lines += ["", f"Every RL row trains with loss_type {s['rl_loss_type']} in place of its method's own: the `grpo` "
+                      f"row is GRPO's group advantages with the {s['rl_loss_type']} loss, not TRL's loss_type grpo."]
     lines += [
         "",
         "PEPO time share: PEPO's own computation time over the whole step, as logged by PEPOTrainer "
@@ -222,7 +228,7 @@ def _report(metrics: dict) -> str:
         "",
         "Warm-start validation log: " + ", ".join(f"step {e['step']}: {100 * e['val_accuracy']:.1f}" for e in metrics["sft_log"]),
         "",
-        "Times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in t.items()),
+        "Times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in metrics["timings"].items()),
         "",
         "![curves](curves.png)",
         "",

@@ -94,3 +94,20 @@ def test_quick_writes_to_its_own_folder_by_default(monkeypatch, tmp_path, capsys
     assert demo.main(["--quick"]) == 0 and demo.main([]) == 0
     assert [(out, settings) for out, settings in seen] == [
         (Path("runs/demo_quick"), demo.QUICK), (Path("runs/demo"), demo.DemoSettings())]
+
+
+def test_report_table_and_the_loss_every_rl_row_trains_with():
+    from dataclasses import asdict, replace
+
+    import pepo.demo as demo
+
+    row = {"avg": 0.5, "majority": 0.5, "mean_length": 6.0, "blank_avg": 0.25, "by_qtype": {}, "lift": 0.125,
+           "lift_se": 0.0625, "step_time_s": None, "time_share_logged": None, "rho_vs_grpo": None}
+    metrics = {"seed": 0, "n_test": 8, "sft_log": [], "timings": {"total_s": 1.0},
+               "rows": [{**row, "method": "warm_start"}, {**row, "method": "grpo", "time_share_logged": 0.04}]}
+    report = demo._report({**metrics, "settings": asdict(demo.QUICK)})
+    assert "| grpo | 50.0 | 50.0 | 6.0 | 0.040 | n/a | +12.5 +- 6.2 | 25.0 |" in report.splitlines()
+    # the demo's `grpo` row is GRPO with DAPO's token-level loss: the report says so
+    assert "the `grpo` row is GRPO's group advantages with the dapo loss" in report
+    plain = demo._report({**metrics, "settings": asdict(replace(demo.QUICK, rl_loss_type=None))})
+    assert "`grpo` row" not in plain
