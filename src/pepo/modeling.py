@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import sys
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -39,8 +40,8 @@ from transformers.models.internvl.processing_internvl import InternVLProcessor
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 
 __all__ = [
-    "InternVLImageTextProcessor", "QwenVLImageTextProcessor", "image_size_check", "load_model_and_processor",
-    "load_processor",
+    "InternVLImageTextProcessor", "QwenVLImageTextProcessor", "freeze_vision", "image_size_check", "is_peft_model",
+    "load_model_and_processor", "load_processor",
 ]
 
 
@@ -301,3 +302,57 @@ def image_size_check(processor: ProcessorMixin) -> Callable[[int, int], str | No
         return None
 
     return accept
+
+
+# ---------------------------------------------------------------------------------------------
+# The parts of a loaded model
+# ---------------------------------------------------------------------------------------------
+
+
+def is_peft_model(model: torch.nn.Module) -> bool:
+    """``accelerate.utils.is_peft_model`` without its package-metadata lookup (~4 ms a call, once per
+    policy forward): a PEFT model can only exist if ``peft`` has been imported."""
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)
+
+
+# Vision parts of the families transformers ships, by attribute name on the model or model.model.
+VISION_TOWER_NAMES = ("visual", "vision_tower", "vision_model")
+PROJECTOR_NAMES = ("multi_modal_projector", "connector", "mlp1", "visual.merger")
+
+
+def _find_modules(model: torch.nn.Module, names: tuple[str, ...]) -> list[torch.nn.Module]:
+    found = []
+    for root in (model, getattr(model, "model", None)):
+        for name in names:
+            module = root
+            for part in name.split("."):
+                module = getattr(module, part, None) if module is not None else None
+            if isinstance(module, torch.nn.Module) and all(module is not m for m in found):
+                found.append(module)
+    return found
+
+
+def freeze_vision(model: torch.nn.Module, tower: bool, projector: bool) -> int:
+    """Set ``requires_grad=False`` on the vision tower and/or projector; returns parameters frozen.
+
+    Qwen2-VL keeps its projector (``merger``) inside the tower: freezing only the tower leaves it
+    trainable.
+    """
+    if is_peft_model(model):
+        model = model.get_base_model()
+    projector_params = {id(p) for m in _find_modules(model, PROJECTOR_NAMES) for p in m.parameters()}
+    targets = []
+    if tower:
+        towers = _find_modules(model, VISION_TOWER_NAMES)
+        if not towers:
+            raise ValueError(f"freeze_vision_tower=True but {type(model).__name__} has none of {VISION_TOWER_NAMES}")
+        targets += [p for m in towers for p in m.parameters() if id(p) not in projector_params]
+    if projector:
+        projectors = _find_modules(model, PROJECTOR_NAMES)
+        if not projectors:
+            raise ValueError(f"freeze_projector=True but {type(model).__name__} has none of {PROJECTOR_NAMES}")
+        targets += [p for m in projectors for p in m.parameters()]
+    for p in targets:
+        p.requires_grad_(False)
+    return sum(p.numel() for p in targets)

@@ -18,7 +18,7 @@ from PIL import Image
 from transformers import TrainerCallback
 
 from pepo.data.prompts import build_prompt
-from pepo.modeling import load_model_and_processor
+from pepo.modeling import freeze_vision, load_model_and_processor
 from pepo.trainer.progress import use_compact_console
 
 __all__ = ["load_rows", "rows_dataset", "warm_start", "rl_train", "RL_METHODS"]
@@ -124,7 +124,6 @@ def warm_start(
     from trl import SFTConfig, SFTTrainer
 
     from pepo.evaluation import evaluate_model
-    from pepo.trainer.trainer import freeze_vision
 
     model, processor = load_model_and_processor(model_path)
     if freeze_vision_tower:

@@ -18,25 +18,19 @@ activation checkpointing the layers re-run in backward, after the hooks are gone
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-
-def _is_peft_model(model: nn.Module) -> bool:
-    """``accelerate.utils.is_peft_model`` without its package-metadata lookup (~4 ms a call, once per
-    policy forward): a PEFT model can only exist if ``peft`` has been imported."""
-    peft = sys.modules.get("peft")
-    return peft is not None and isinstance(model, peft.PeftModel)
+from pepo.modeling import is_peft_model
 
 
 def language_model_of(model: nn.Module) -> nn.Module:
     """The decoder-only language model inside a (possibly PEFT- or DDP-wrapped) VLM."""
     while hasattr(model, "module") and isinstance(model.module, nn.Module):  # DDP / DeepSpeed wrappers
         model = model.module
-    if _is_peft_model(model):
+    if is_peft_model(model):
         model = model.get_base_model()
     try:
         return model.get_decoder()

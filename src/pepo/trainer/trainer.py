@@ -50,7 +50,6 @@ import warnings
 from typing import Any
 
 import torch
-from accelerate.utils import is_peft_model
 from transformers import PreTrainedModel
 from trl import GRPOTrainer
 from trl.extras.profiling import profiling_decorator
@@ -63,53 +62,14 @@ from pepo.trainer.dynamic_sampling import DynamicSampler
 from pepo.trainer.mixed_batches import ignore_empty_image_inputs
 from pepo.trainer.perception_aware import PerceptionAwareMixin
 from pepo.image_tokens import image_token_mask, resolve_image_token_id
+from pepo.modeling import freeze_vision, is_peft_model
 
 logger = logging.getLogger(__name__)
 
 PERCENTILES = (0, 20, 40, 60, 80, 100)
-# weighting modes whose weights depend on the image (the others need no hidden states)
-MODES_USING_PERCEPTION = ("pepo", "perception")
-
-# Vision parts of the families transformers ships, by attribute name on the model or model.model.
-VISION_TOWER_NAMES = ("visual", "vision_tower", "vision_model")
-PROJECTOR_NAMES = ("multi_modal_projector", "connector", "mlp1", "visual.merger")
-
-
-def _find_modules(model: torch.nn.Module, names: tuple[str, ...]) -> list[torch.nn.Module]:
-    found = []
-    for root in (model, getattr(model, "model", None)):
-        for name in names:
-            module = root
-            for part in name.split("."):
-                module = getattr(module, part, None) if module is not None else None
-            if isinstance(module, torch.nn.Module) and all(module is not m for m in found):
-                found.append(module)
-    return found
-
-
-def freeze_vision(model: torch.nn.Module, tower: bool, projector: bool) -> int:
-    """Set ``requires_grad=False`` on the vision tower and/or projector; returns parameters frozen.
-
-    Qwen2-VL keeps its projector (``merger``) inside the tower: freezing only the tower leaves it
-    trainable.
-    """
-    if is_peft_model(model):
-        model = model.get_base_model()
-    projector_params = {id(p) for m in _find_modules(model, PROJECTOR_NAMES) for p in m.parameters()}
-    targets = []
-    if tower:
-        towers = _find_modules(model, VISION_TOWER_NAMES)
-        if not towers:
-            raise ValueError(f"freeze_vision_tower=True but {type(model).__name__} has none of {VISION_TOWER_NAMES}")
-        targets += [p for m in towers for p in m.parameters() if id(p) not in projector_params]
-    if projector:
-        projectors = _find_modules(model, PROJECTOR_NAMES)
-        if not projectors:
-            raise ValueError(f"freeze_projector=True but {type(model).__name__} has none of {PROJECTOR_NAMES}")
-        targets += [p for m in projectors for p in m.parameters()]
-    for p in targets:
-        p.requires_grad_(False)
-    return sum(p.numel() for p in targets)
+# weighting modes whose token weights use the perception prior (the image); the perception itself is
+# also computed under weighting "none" with log_signals, for the curves only
+PERCEPTION_WEIGHTED_MODES = ("pepo", "perception")
 
 
 class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
@@ -132,7 +92,7 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
             freeze_vision(model, config.freeze_vision_tower, config.freeze_projector)
         config_of_model = (model.get_base_model() if is_peft_model(model) else model).config
         self.image_token_id = resolve_image_token_id(config_of_model, self.processing_class, config.image_token)
-        if config.weighting in MODES_USING_PERCEPTION and self.image_token_id is None:
+        if config.weighting in PERCEPTION_WEIGHTED_MODES and self.image_token_id is None:
             warnings.warn(
                 f"weighting={config.weighting!r} but no image token was found for {type(model).__name__}: every "
                 "row is treated as text-only and gets weight 1 (plain base algorithm). Set image_token=...",
@@ -172,7 +132,7 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
             return forward()
         self._pepo_armed = None  # exactly one forward per loss
         vision_mask = image_token_mask(input_ids, self.image_token_id)
-        wants_perception = self.args.weighting in MODES_USING_PERCEPTION or self.args.weighting == "none"
+        wants_perception = self.args.weighting in PERCEPTION_WEIGHTED_MODES or self.args.weighting == "none"
         if wants_perception and self.image_token_id is not None:
             out, perception = self._forward_with_perception(forward, model, vision_mask, logits_to_keep, batch_size)
         else:
@@ -222,7 +182,7 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
         if self.args.weighting == "none":  # log_signals: the base algorithm's signals, logged, advantages untouched
             self._log_pepo_metrics(perception, entropies, None, mask.bool(), has_image, None)
             return
-        uses_image = self.args.weighting in MODES_USING_PERCEPTION
+        uses_image = self.args.weighting in PERCEPTION_WEIGHTED_MODES
         valid = mask.bool()
         # NaN/inf in the hidden states or logits shows up here: one isfinite over the (B, T) signals
         bad_rows = ((~torch.isfinite(perception) | ~torch.isfinite(entropies)) & valid).any(1)
