@@ -31,3 +31,28 @@ def test_rl_train_refuses_a_micro_batch_that_does_not_divide_the_step(tmp_path, 
     with pytest.raises(ValueError, match="micro_batch_size"):
         rl_train(tmp_path / "no_model_needed", [], tmp_path / "out", "grpo", prompts_per_step=2, num_generations=4,
                  micro_batch_size=micro)
+
+
+def test_load_rows_are_the_records_pepo_data_reads(synthetic_data_dir, tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from pepo.data import DataError, load_geometry3k
+
+    path = synthetic_data_dir / "train.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    rows, records = load_rows(path, limit=5), load_geometry3k(path).records[:5]
+    assert [r["prompt"] for r in rows] == [r.prompt for r in records]
+    assert [r["completion"][0]["content"] for r in rows] == [line["reference"] for line in lines[:5]]
+    assert [(r["solution"], r["qtype"]) for r in rows] == [(line["solution"], line["qtype"]) for line in lines[:5]]
+    decoded = Image.open(synthetic_data_dir / lines[0]["images"][0]).convert("RGB")
+    assert np.array_equal(np.asarray(rows[0]["images"][0]), np.asarray(decoded))
+    # a record without its chain cannot be a warm-start row: named by file and line
+    del lines[1]["reference"]
+    broken = tmp_path / "train.jsonl"
+    broken.write_text("\n".join(json.dumps(line) for line in lines[:2]) + "\n")
+    (tmp_path / "images").symlink_to(synthetic_data_dir / "images")
+    with pytest.raises(DataError, match=r"train\.jsonl:2: reference: missing"):
+        load_rows(broken)

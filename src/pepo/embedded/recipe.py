@@ -6,7 +6,6 @@ RL from that same start for each method -> evaluation (avg@N and majority vote).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,10 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from transformers import TrainerCallback
 
-from pepo.data.prompts import build_prompt
 from pepo.modeling import freeze_vision, load_model_and_processor
 from pepo.trainer.progress import use_compact_console
 
@@ -25,26 +22,26 @@ __all__ = ["load_rows", "rows_dataset", "warm_start", "rl_train", "RL_METHODS"]
 
 
 def load_rows(jsonl: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
-    """Synthetic JSONL (Geometry3K layout) -> rows with a conversational ``prompt``, the reference
-    ``completion``, the PIL ``images`` (loaded now), ``solution`` and ``qtype``."""
-    jsonl = Path(jsonl)
+    """The synthetic task's records (read by :func:`pepo.data.load_geometry3k`, with their reference
+    chains) as trainer rows: a conversational ``prompt``, the reference ``completion``, the PIL
+    ``images`` (decoded now), ``solution`` and ``qtype``."""
+    from pepo.data import DataError, load_geometry3k, open_image
+
     rows = []
-    with jsonl.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if limit is not None and len(rows) >= limit:
-                break
-            try:
-                record = json.loads(line)
-                images = [Image.open(jsonl.parent / p).convert("RGB") for p in record["images"]]
-                rows.append({
-                    "prompt": build_prompt(record["messages"][0]["content"], len(images)),
-                    "completion": [{"role": "assistant", "content": record["reference"]}],
-                    "images": images,
-                    "solution": record["solution"],
-                    "qtype": record.get("qtype", ""),
-                })
-            except (KeyError, json.JSONDecodeError, OSError) as error:
-                raise ValueError(f"{jsonl}:{line_no}: bad record ({type(error).__name__}: {error})") from error
+    for record in load_geometry3k(jsonl, check_images=False).records[:limit]:  # decoded below, once
+        if record.reference is None:
+            raise DataError(record.source, None, "reference", "missing: the warm start trains on the reference chains")
+        try:
+            images = [open_image(image) for image in record.images]
+        except OSError as error:
+            raise DataError(record.source, None, "images", f"cannot decode ({error})") from error
+        rows.append({
+            "prompt": record.prompt,
+            "completion": [{"role": "assistant", "content": record.reference}],
+            "images": images,
+            "solution": record.solution,
+            "qtype": record.categories.get("qtype", ""),
+        })
     return rows
 
 
@@ -92,6 +89,17 @@ class _ValidationStop(TrainerCallback):
         return control
 
 
+# The warm start's fixed SFTConfig fields: CPU, float32, cosine schedule without warm-up, no saving
+# (the run is saved once, at its end, by _save).
+_SFT_FIXED = dict(
+    adam_beta1=0.9, adam_beta2=0.98, lr_scheduler_type="cosine", warmup_steps=0, save_strategy="no", report_to=[],
+    use_cpu=True, bf16=False, activation_checkpointing=False, max_length=None, disable_tqdm=False,
+    # Collation (tokenising, image preprocessing: a third of a step here) runs in a worker process
+    # while the main one trains: both cores busy. Same batches, same order: the sampler stays here.
+    dataloader_num_workers=1,
+)
+
+
 def warm_start(
     model_path: str | Path,
     train_rows: list[dict],
@@ -130,29 +138,12 @@ def warm_start(
         freeze_vision(model, tower=True, projector=False)
     dataset = rows_dataset(train_rows, ("prompt", "completion", "images"))
     args = SFTConfig(
-        output_dir=str(output_dir),
-        max_steps=max_steps,
-        per_device_train_batch_size=batch_size,
-        learning_rate=learning_rate,
-        adam_beta1=0.9,
-        adam_beta2=0.98,
-        lr_scheduler_type="cosine",
-        warmup_steps=0,
-        weight_decay=weight_decay,
-        logging_steps=eval_every,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        bf16=False,
-        activation_checkpointing=False,
-        seed=seed,
-        # Collation (tokenising, image preprocessing: a third of a step here) runs in a worker process
-        # while the main one trains: both cores busy. Same batches, same order: the sampler stays here.
-        dataloader_num_workers=1,
-        max_length=None,
-        disable_tqdm=False,
+        output_dir=str(output_dir), max_steps=max_steps, per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate, weight_decay=weight_decay, logging_steps=eval_every, seed=seed,
+        **_SFT_FIXED,
     )
     log: list[dict] = []
+
     def score(model) -> float:
         result = evaluate_model(model, processor, val_records, n=eval_samples, max_new_tokens=max_new_tokens,
                                 batch_size=64, seed=seed, progress=False)
@@ -164,10 +155,15 @@ def warm_start(
     )
     use_compact_console(trainer)
     trainer.train()
+    return _save(trainer, processor, output_dir), log
+
+
+def _save(trainer, processor, output_dir: str | Path) -> Path:
+    """The trained model and its processor in ``output_dir/checkpoint`` (reloadable by pepo eval)."""
     out = Path(output_dir) / "checkpoint"
     trainer.model.save_pretrained(out)
     processor.save_pretrained(out)
-    return out, log
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,18 +192,23 @@ RL_METHODS: dict[str, dict[str, Any]] = {
 
 
 class _StepLog(TrainerCallback):
-    """Keeps the trainer's logged metrics per step (for the demo's curves) and the step times."""
+    """Keeps the trainer's logged metrics per step (for the demo's curves; ``step_time`` among them)."""
 
     def __init__(self):
         self.rows: list[dict] = []
-        self._start = None
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._start = time.perf_counter()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "reward" in logs:
             self.rows.append({"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}})
+
+
+# rl_train's fixed PEPOConfig fields: sampling at temperature 1, no KL (beta 0: no reference
+# model), cosine schedule, CPU, float32, a log row every step, no saving (the end is saved by _save).
+_RL_FIXED = dict(
+    temperature=1.0, top_p=1.0, adam_beta2=0.98, lr_scheduler_type="cosine", weight_decay=0.0, beta=0.0,
+    use_cpu=True, bf16=False, activation_checkpointing=False, logging_steps=1, save_strategy="no", report_to=[],
+    log_signals=True,  # visual similarity / entropy curves for the baselines too (paper Figure 6)
+)
 
 
 @dataclass
@@ -259,33 +260,11 @@ def rl_train(
     micro = micro_batch_size or prompts_per_step * num_generations
     accumulation = prompts_per_step * num_generations // micro
     args = PEPOConfig(
-        output_dir=str(output_dir),
-        max_steps=max_steps,
-        per_device_train_batch_size=micro,
-        gradient_accumulation_steps=accumulation,
-        steps_per_generation=accumulation,
-        num_generations=num_generations,
-        max_completion_length=max_completion_length,
-        temperature=1.0,
-        top_p=1.0,
-        learning_rate=learning_rate,
-        adam_beta2=0.98,
-        lr_scheduler_type="cosine",
-        warmup_steps=warmup_steps,
-        weight_decay=0.0,
-        beta=0.0,
-        use_cpu=True,
-        bf16=False,
-        activation_checkpointing=False,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=seed,
-        gate_alpha=gate_alpha,
-        gate_temperature=gate_temperature,
-        freeze_vision_tower=freeze_vision_tower,
-        log_signals=True,  # visual similarity / entropy curves for the baselines too (paper Figure 6)
-        **{**RL_METHODS[method], **({"loss_type": loss_type} if loss_type else {})},
+        output_dir=str(output_dir), max_steps=max_steps, per_device_train_batch_size=micro,
+        gradient_accumulation_steps=accumulation, steps_per_generation=accumulation, num_generations=num_generations,
+        max_completion_length=max_completion_length, learning_rate=learning_rate, warmup_steps=warmup_steps,
+        seed=seed, gate_alpha=gate_alpha, gate_temperature=gate_temperature, freeze_vision_tower=freeze_vision_tower,
+        **_RL_FIXED, **{**RL_METHODS[method], **({"loss_type": loss_type} if loss_type else {})},
     )
     step_log = _StepLog()
     trainer = PEPOTrainer(
@@ -296,7 +275,4 @@ def rl_train(
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
-    out = Path(output_dir) / "checkpoint"
-    trainer.model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return RLResult(out, step_log.rows, seconds)
+    return RLResult(_save(trainer, processor, output_dir), step_log.rows, seconds)
