@@ -211,7 +211,7 @@ def worker_eval(args) -> dict:
 
 def worker_train(args) -> dict:
     """`pepo train --config recipes/<method>_tiny.yaml` (embedded model and data built beforehand)."""
-    from pepo.trainer.cli import main
+    from pepo.train import main  # `pepo train`, with the embedded model and data the tiny recipes name
 
     recipe = ROOT / "recipes" / f"{args.method}_tiny.yaml"
     out = Path(args.work) / f"train_{args.method}"
