@@ -60,7 +60,7 @@ def test_cli_writes_a_consistent_report(tiny_vlm_path, synthetic_data_dir, tmp_p
     (run / "trainer_state.json").write_text(json.dumps({"log_history": history}))
     out = tmp_path / "analysis"
     argv = ["analyze", "--model", str(tiny_vlm_path), "--data", str(synthetic_data_dir / "test.jsonl"), "--n", "3",
-            "--max-questions", "3", "--max-new-tokens", "12", "--top-k", "3", "--runs", str(tmp_path / "runs" / "pepo_g"),
+            "--limit", "3", "--max-new-tokens", "12", "--top-k", "3", "--runs", str(tmp_path / "runs" / "pepo_g"),
             "--out", str(out), "--no-progress"]
     assert pepo_main(argv) == 0
     report = (out / "report.md").read_text()

@@ -182,7 +182,7 @@ def test_train_refuses_an_image_the_processor_refuses_before_training(tiny_vlm_p
 @pytest.mark.parametrize(("extra", "line"), [
     (["--n", "0"], "pepo analyze: --n must be >= 1, got 0"),
     (["--top-k", "0"], "pepo analyze: --top-k must be >= 1, got 0"),
-    (["--max-questions", "0"], "pepo analyze: --max-questions must be >= 1, got 0"),
+    (["--limit", "0"], "pepo analyze: --limit must be >= 1, got 0"),
     (["--temperature", "0"], "pepo analyze: --temperature must be > 0 (it is also the entropy's), got 0.0"),
     (["--gate-temperature", "0"], "pepo analyze: --gate-temperature must be > 0, got 0.0"),
     (["--dtype", "fp8"], "pepo analyze: --dtype fp8: choose one of auto, bfloat16, float16, float32"),

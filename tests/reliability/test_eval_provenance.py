@@ -169,7 +169,7 @@ def test_ctrl_c_is_one_line_saying_how_to_resume(tiny_vlm_path, data, tmp_path, 
 @pytest.mark.slow
 def test_analyze_into_the_same_out_with_another_model_is_refused(tiny_vlm_path, other_model, data, tmp_path, capsys):
     out = tmp_path / "analysis"
-    argv = ["analyze", "--data", str(data), "--n", "2", "--max-questions", "2", "--max-new-tokens", "4", "--top-k", "2",
+    argv = ["analyze", "--data", str(data), "--n", "2", "--limit", "2", "--max-new-tokens", "4", "--top-k", "2",
             "--out", str(out), "--no-progress"]
     assert pepo_main([*argv, "--model", str(tiny_vlm_path)]) == 0
     samples = (out / "samples.jsonl").read_text()

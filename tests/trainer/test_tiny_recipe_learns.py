@@ -78,7 +78,7 @@ def test_train_then_eval_then_analyze(trained, tmp_path):
                       "--max-new-tokens", "16", "--limit", "4", "--out", str(results), "--no-progress"]) == 0
     assert json.loads(results.read_text())
     analysis = tmp_path / "analysis"
-    assert pepo_main(["analyze", "--model", str(out), "--data", str(test), "--n", "2", "--max-questions", "4",
+    assert pepo_main(["analyze", "--model", str(out), "--data", str(test), "--n", "2", "--limit", "4",
                       "--max-new-tokens", "16", "--top-k", "3", "--runs", str(out), "--out", str(analysis),
                       "--no-progress"]) == 0
     # Figure 6 from the run's trainer_state.json: its 10 logged rewards, under the run's folder name

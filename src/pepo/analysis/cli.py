@@ -30,7 +30,6 @@ def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="pepo analyze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_question_arguments(parser, required=False)
     parser.add_argument("--top-k", type=int, default=10, help="K of the top-K / bottom-K tokens per response [10]")
-    parser.add_argument("--max-questions", type=int, default=None, help="analyse only the first N questions")
     parser.add_argument("--measure", choices=PERCEPTION_MEASURES, default="cosine",
                         help="similarity measure of the figures and the weights (the CSVs hold all) [cosine]")
     parser.add_argument("--weighting", choices=sorted(WEIGHTING_MODES), default="pepo", help="weighting mode of the weights [pepo]")
@@ -51,8 +50,7 @@ def _check(args) -> None:
         raise ArgumentError("give --model and --data (Figures 2, 3), --runs (Figure 6), or both")
     if (args.model is None) != (args.data is None):
         raise ArgumentError("--model and --data go together")
-    for name in ("top_k", "max_questions"):
-        check_at_least(f"--{name.replace('_', '-')}", getattr(args, name), 1)
+    check_at_least("--top-k", args.top_k, 1)
     check_at_least("--html-responses", args.html_responses, 0)
     if args.temperature <= 0:
         raise ArgumentError(f"--temperature must be > 0 (it is also the entropy's), got {args.temperature}")
@@ -89,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         dynamics = load_runs(args.runs) if args.runs else None
         data, records, provenance = None, None, None
         if args.model is not None:
-            data, records, provenance = prepare_questions(args, "pepo analyze", out / "samples.jsonl", limit=args.max_questions,
+            data, records, provenance = prepare_questions(args, "pepo analyze", out / "samples.jsonl", limit=args.limit,
                                                           backend="transformers", verb="analyse")
     except (ArgumentError, DataError, FileNotFoundError, KeyError, ValueError) as exc:  # ValueError: ResumeMismatch too
         return refuse("pepo analyze", exc, rows="samples")

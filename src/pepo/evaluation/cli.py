@@ -79,6 +79,7 @@ def add_question_arguments(parser: argparse.ArgumentParser, *, required: bool) -
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling top_p [1.0]")
     parser.add_argument("--max-new-tokens", type=int, default=1024, help="tokens per response [1024]")
     parser.add_argument("--batch-size", type=int, default=8, help="questions per generate call [8]")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N questions (N >= 1)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed [0]")
     parser.add_argument("--dtype", default=None, help="model dtype: float32, bfloat16, float16, auto (default float32)")
     parser.add_argument("--device", default=None, help="e.g. cuda:0 (default cpu)")
@@ -90,7 +91,7 @@ def check_question_arguments(args) -> None:
     """The checks of :func:`add_question_arguments`' options (:class:`ArgumentError`); the model
     folder and the data only when ``--model`` is given."""
     check_sampling(args.n, args.temperature, args.top_p)
-    for name in ("batch_size", "max_new_tokens"):
+    for name in ("batch_size", "max_new_tokens", "limit"):
         check_at_least(f"--{name.replace('_', '-')}", getattr(args, name), 1)
     check_dtype(args.dtype)
     check_device(args.device)
@@ -104,14 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="pepo eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_question_arguments(parser, required=True)
     parser.add_argument("--backend", choices=["transformers", "vllm"], default="transformers", help="generation backend")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions (N >= 1)")
     parser.add_argument("--out", default=None, help="result JSON [<model>/eval/<benchmark>-<data name>.json]")
     return parser
 
 
 def _check_arguments(args) -> Path:
     """Every argument, before anything is loaded; returns the output path."""
-    check_at_least("--limit", args.limit, 1)
     check_question_arguments(args)
     out = Path(args.out) if args.out is not None else default_out(args.model, args.benchmark, args.data, args.split)
     return check_out_file(out)
