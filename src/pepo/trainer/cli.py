@@ -33,6 +33,7 @@ COMMON_FIELDS: dict[str, str] = {
     "train_file": "training records (Geometry3K JSONL by default), or 'embedded' (synthetic task)",
     "reward_funcs": "reward names, e.g. accuracy format",
     "weighting": "pepo (PEPO) | none (plain GRPO / DAPO) | perception | exploration",
+    "perception_aware": "none | papo (PAPO) | vppo (VPPO), with weighting: none",
     "max_steps": "optimiser steps",
     "learning_rate": "peak learning rate",
     "per_device_train_batch_size": "completions per device per micro-step",
@@ -215,8 +216,8 @@ def short_help() -> str:
     lines = [
         "usage: pepo train --config RECIPE.yaml [--field value ...]",
         "",
-        "Train a vision-language model with PEPO, GRPO or DAPO (TRL's GRPOTrainer plus PEPO's token weights)",
-        "from a YAML recipe. A --field value on the command line overrides the recipe's field.",
+        "Train a vision-language model with PEPO, GRPO, DAPO, PAPO or VPPO (TRL's GRPOTrainer plus PEPO's",
+        "token weights) from a YAML recipe. A --field value on the command line overrides the recipe's field.",
         "",
         f"Recipes shipped, in {folder if folder else 'recipes/ of the pepo repository'}:",
         *textwrap.wrap(f"tiny Qwen2.5-VL on CPU, minutes: {tiny}", 100, initial_indent="  ", subsequent_indent="    "),
