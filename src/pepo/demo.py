@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from pepo.embedded.synthetic import DEFAULT_QUESTION_TYPES, QUESTION_TYPES
+from pepo.embedded.synthetic import DEFAULT_QUESTION_TYPES, QUESTION_TYPES, TASKS
 
 DEFAULT_METHODS = ("grpo", "pepo_g")
 
@@ -248,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="output folder (report, curves, checkpoints) [runs/demo; with --quick runs/demo_quick]")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rl-steps", type=int, default=None, help="override the number of RL steps")
+    parser.add_argument("--task", choices=sorted(TASKS), default=None,
+                        help="task variant: one_fact (the default question types) or two_facts (answers that need "
+                             "two facts read from the image: pepo.embedded.synthetic)")
     parser.add_argument("--qtypes", default=None,
                         help=f"comma-separated question types (default: {','.join(DEFAULT_QUESTION_TYPES)}; "
                              f"all: {','.join(QUESTION_TYPES)})")
@@ -266,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = QUICK if args.quick else DemoSettings()
     if args.rl_steps is not None:
         settings = replace(settings, rl_steps=args.rl_steps)
+    if args.task is not None and args.qtypes is not None:
+        parser.error("--task and --qtypes both choose the question types: give one of them")
+    if args.task is not None:
+        settings = replace(settings, qtypes=TASKS[args.task])
     if args.qtypes is not None:
         qtypes = tuple(q.strip() for q in args.qtypes.split(",") if q.strip())
         bad = [q for q in qtypes if q not in QUESTION_TYPES]

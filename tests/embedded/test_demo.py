@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,25 @@ def test_report_table_and_the_loss_every_rl_row_trains_with():
     assert "the `grpo` row is GRPO's group advantages with the dapo loss" in report
     plain = demo._report({**metrics, "settings": asdict(replace(demo.QUICK, rl_loss_type=None))})
     assert "`grpo` row" not in plain
+
+
+def test_task_option_chooses_the_question_types(monkeypatch, tmp_path, capsys):
+    import pepo.demo as demo
+    from pepo.embedded.synthetic import TASKS
+
+    seen = []
+
+    def fake_run(out, methods, settings, seed=0):
+        seen.append(settings)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text("report\n")
+        return {"timings": {"total_s": 0.0}}
+
+    monkeypatch.setattr(demo, "run_demo", fake_run)
+    monkeypatch.chdir(tmp_path)
+    assert demo.main(["--quick", "--task", "two_facts"]) == 0
+    assert seen == [replace(demo.QUICK, qtypes=TASKS["two_facts"])]
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(["--quick", "--task", "two_facts", "--qtypes", "count_shape"])
+    assert exit_info.value.code == 2 and "--task and --qtypes" in capsys.readouterr().err
+    assert len(seen) == 1  # refused before any work

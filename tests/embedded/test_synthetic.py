@@ -19,6 +19,9 @@ from pepo.embedded.synthetic import (
     POSITIONS,
     PROMPT_SUFFIX,
     QUESTION_TYPES,
+    SHAPES,
+    TASKS,
+    TWO_FACT_QUESTION_TYPES,
     generate_dataset,
     generate_split,
     make_problem,
@@ -43,6 +46,12 @@ def _expected_answer(problem) -> str:
         return problem.scene.cells[POSITIONS.index(" ".join(words[5:7]))][1]
     if problem.qtype == "count_shape":  # How many <shapes> are there ?
         return str(sum(o[1] + "s" == words[2] for o in objects))
+    if problem.qtype == "count_shape_pair":  # How many <shapes> and <shapes> are there ?
+        return str(sum(o[1] + "s" in (words[2], words[4]) for o in objects))
+    if problem.qtype == "count_colour_pair":  # How many <colour> and <colour> shapes are there ?
+        return str(sum(o[0] in (words[2], words[4]) for o in objects))
+    if problem.qtype == "count_colour_shape":  # How many <colour> <shapes> are there ?
+        return str(sum(o == (words[2], words[3][:-1]) for o in objects))
     return str(sum(o[0] == words[2] for o in objects))  # How many <colour> shapes are there ?
 
 
@@ -112,7 +121,8 @@ def test_answers_are_balanced_so_the_image_is_needed():
         problem = make_problem(rng, qtypes=QUESTION_TYPES)
         answers[problem.qtype][problem.answer] += 1
     assert set(answers) == set(QUESTION_TYPES)
-    expected_options = {"colour_of_shape": 5, "shape_of_colour": 4, "shape_at": 4, "count_shape": 4, "count_colour": 4}
+    expected_options = {"colour_of_shape": 5, "shape_of_colour": 4, "shape_at": 4, "count_shape": 4, "count_colour": 4,
+                        "count_shape_pair": 5, "count_colour_pair": 5, "count_colour_shape": 3}
     for qtype, counts in answers.items():
         assert len(counts) == expected_options[qtype], (qtype, counts)
         total = sum(counts.values())
@@ -159,3 +169,51 @@ def test_unknown_question_type_or_chain_is_refused(tmp_path):
         generate_split(tmp_path, "val", 2, seed=0, qtypes=("shape_at", "size_of_shape"))
     with pytest.raises(ValueError, match="unknown chain style"):
         make_problem(random.Random(0), chain="medium")
+
+
+# --- the two_facts task: questions whose answer needs two facts read from the image ----------------
+
+
+def test_two_facts_task_draws_only_its_question_types():
+    rng = random.Random(0)
+    assert {make_problem(rng, qtypes=TASKS["two_facts"]).qtype for _ in range(300)} == set(TWO_FACT_QUESTION_TYPES)
+    assert TASKS["one_fact"] == DEFAULT_QUESTION_TYPES
+    assert not set(TWO_FACT_QUESTION_TYPES) & set(DEFAULT_QUESTION_TYPES)
+
+
+def test_two_fact_chains_state_both_facts():
+    # Hand-worked: seed 1 draws a yellow diamond, a yellow square and two red diamonds, and asks for
+    # triangles and squares: 0 + 1.
+    problem = make_problem(random.Random(1), "count_shape_pair", chain="short")
+    assert problem.scene.cells == (("yellow", "diamond"), ("yellow", "square"), ("red", "diamond"), ("red", "diamond"))
+    assert problem.question == "How many triangles and squares are there ?"
+    assert problem.chain == ("<think> There are 0 triangles . There is 1 square . So the answer is 1 . </think> "
+                             "<answer> 1 </answer>")
+    long = make_problem(random.Random(1), "count_shape_pair", chain="long")
+    assert long.scene == problem.scene and long.question == problem.question
+    assert long.chain.startswith("<think> I see no triangle . The square is at the top right . So the answer is 1 .")
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_colour_and_shape_question_needs_both(seed):
+    # "How many red circles ?" answered 0 always has a red shape and a circle in the scene (on
+    # different objects), so seeing the colour alone or the shape alone never answers it.
+    problem = make_problem(random.Random(seed), "count_colour_shape")
+    colour, shape = problem.question.split()[2], problem.question.split()[3][:-1]
+    assert colour in COLOURS and shape in SHAPES
+    objects = [c for c in problem.scene.cells if c is not None]
+    if problem.answer == "0":
+        assert any(o[0] == colour for o in objects) and any(o[1] == shape for o in objects)
+
+
+def test_two_facts_splits_are_reproducible(tmp_path):
+    a = generate_split(tmp_path / "a", "val", 6, seed=1, qtypes=TASKS["two_facts"])
+    b = generate_split(tmp_path / "b", "val", 6, seed=1, qtypes=TASKS["two_facts"])
+    assert a.read_bytes() == b.read_bytes()
+    records = [json.loads(line) for line in a.read_text().splitlines()]
+    assert {r["qtype"] for r in records} <= set(TWO_FACT_QUESTION_TYPES)
+    for i, record in enumerate(records):
+        rel = f"images/val/{i:06d}.png"
+        assert record["images"] == [rel] and (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+        assert CHAIN.match(record["reference"])["answer"] == record["solution"]

@@ -9,6 +9,17 @@ two to four cells hold a coloured shape. Questions ask what can only be read fro
 * ``count_shape``      "How many circles are there ?"           -> ``2``
 * ``count_colour``     "How many blue shapes are there ?"       -> ``1``
 
+Those five need one visual fact each. The ``two_facts`` task (:data:`TASKS`) asks questions whose
+answer needs two facts read from the image, so that perception decides more of the answer:
+
+* ``count_shape_pair``   "How many circles and squares are there ?"  -> ``3`` (two counts added)
+* ``count_colour_pair``  "How many red and blue shapes are there ?"  -> ``2``
+* ``count_colour_shape`` "How many red circles are there ?"          -> ``1`` (colour and shape of
+  each object together: when the answer is 0 the scene still holds a red shape and a circle)
+
+They use only words the one-fact questions already have, so the embedded tokenizer (trained on the
+one-fact text, :func:`corpus`) and the tiny model built from it are the same for both tasks.
+
 The demo's default (:data:`DEFAULT_QUESTION_TYPES`) is the four types without ``shape_at``, with
 short chains: on the tiny VLM that regime let RL lift avg@8 by about 10 points, while position
 questions and long chains left RL little to improve (both stay available: ``qtypes=``, ``chain=``).
@@ -44,8 +55,11 @@ __all__ = [
     "POSITIONS",
     "QUESTION_TYPES",
     "SHAPES",
+    "TASKS",
     "Scene",
+    "ONE_FACT_QUESTION_TYPES",
     "Problem",
+    "TWO_FACT_QUESTION_TYPES",
     "corpus",
     "generate_dataset",
     "generate_split",
@@ -63,8 +77,15 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 SHAPES = ("circle", "square", "triangle", "diamond")
 PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "diamond": "diamonds"}
 POSITIONS = ("top left", "top right", "bottom left", "bottom right")
-QUESTION_TYPES = ("colour_of_shape", "shape_of_colour", "shape_at", "count_shape", "count_colour")
+ONE_FACT_QUESTION_TYPES = ("colour_of_shape", "shape_of_colour", "shape_at", "count_shape", "count_colour")
+TWO_FACT_QUESTION_TYPES = ("count_shape_pair", "count_colour_pair", "count_colour_shape")
+QUESTION_TYPES = ONE_FACT_QUESTION_TYPES + TWO_FACT_QUESTION_TYPES
 DEFAULT_QUESTION_TYPES = ("colour_of_shape", "shape_of_colour", "count_shape", "count_colour")
+# task variant -> its question types (``pepo demo --task``)
+TASKS: dict[str, tuple[str, ...]] = {"one_fact": DEFAULT_QUESTION_TYPES, "two_facts": TWO_FACT_QUESTION_TYPES}
+# The answer drawn before the scene, uniform over these (inclusive) ranges: 0-3 for the one-fact
+# counts; two counts added reach 4; three equal objects (colour and shape) are too rare to ask for.
+_ANSWER_RANGE = {"count_shape_pair": (0, 4), "count_colour_pair": (0, 4), "count_colour_shape": (0, 2)}
 CHAIN_STYLES = ("short", "long")
 IMAGE_SIZE = 56  # 2 x 2 cells of 28 px = 2 x 2 merged 14 px patches of Qwen2-VL = 4 image tokens
 _CELL = IMAGE_SIZE // 2
@@ -102,13 +123,19 @@ def _listing(positions: list[str]) -> str:
     return items[0] if len(items) == 1 else " , ".join(items[:-1]) + " and " + items[-1]
 
 
+def _where_sentence(n: int, singular: str, plural: str, positions: list[str]) -> str:
+    """``The circles are at the top left and the bottom right .`` (``I see no circle .`` for none)."""
+    if n == 0:
+        return f"I see no {singular} ."
+    if n == 1:
+        return f"The {singular} is at {_listing(positions)} ."
+    return f"The {plural} are at {_listing(positions)} ."
+
+
 def _count_chain(n: int, singular: str, plural: str, positions: list[str]) -> str:
     # Naming where each object is gives the model a step per cell (counting by looking).
-    if n == 0:
-        return f"I see no {singular} . Therefore there are 0 {plural} ."
-    if n == 1:
-        return f"The {singular} is at {_listing(positions)} . Therefore there is 1 {singular} ."
-    return f"The {plural} are at {_listing(positions)} . Therefore there are {n} {plural} ."
+    conclusion = f"there is 1 {singular}" if n == 1 else f"there are {n} {plural}"
+    return f"{_where_sentence(n, singular, plural, positions)} Therefore {conclusion} ."
 
 
 def _check(qtypes: tuple[str, ...], chain: str) -> None:
@@ -130,9 +157,9 @@ def make_problem(
     ``chain`` is the reference chain's style (``"short"`` or ``"long"``)."""
     _check((qtype,) if qtype else tuple(qtypes), chain)
     qtype = qtype or rng.choice(tuple(qtypes))
-    # Counts are drawn before the scene (0 to 3, uniform) so that no count is a free guess;
-    # the rejection loop below then redraws scenes until one has that count.
-    count = rng.randint(0, 3)
+    # Counts are drawn before the scene (uniform, 0 to 3 unless _ANSWER_RANGE says otherwise) so
+    # that no count is a free guess; the rejection loop below then redraws scenes until one has it.
+    count = rng.randint(*_ANSWER_RANGE.get(qtype, (0, 3)))
     while True:  # rejection: redraw scenes that cannot pose this question
         n_objects = rng.randint(2, 4)
         occupied = set(rng.sample(range(4), n_objects))
@@ -154,6 +181,8 @@ def _short_count(n: int, singular: str, plural: str) -> str:
 
 
 def _pose(rng: random.Random, scene: Scene, qtype: str, n: int, short: bool) -> tuple[str, str, str] | None:
+    if qtype in TWO_FACT_QUESTION_TYPES:
+        return _pose_two_facts(rng, scene, qtype, n, short)
     objects = [c for c in scene.cells if c is not None]
     if qtype == "colour_of_shape":
         unique = [s for s in SHAPES if sum(o[1] == s for o in objects) == 1]
@@ -197,6 +226,36 @@ def _pose(rng: random.Random, scene: Scene, qtype: str, n: int, short: bool) -> 
     think = (_short_count(n, f"{colour} shape", f"{colour} shapes") if short
              else _count_chain(n, f"{colour} shape", f"{colour} shapes", scene.where(colour=colour)))
     return f"How many {colour} shapes are there ?", str(n), think
+
+
+def _pose_two_facts(rng: random.Random, scene: Scene, qtype: str, n: int, short: bool) -> tuple[str, str, str] | None:
+    """The two-fact questions with answer ``n``, or None when ``scene`` cannot pose one."""
+    if qtype == "count_colour_shape":
+        # n = 0 only where the colour and the shape are both in the scene, on different objects:
+        # seeing either alone never answers it.
+        options = [(c, s) for c in COLOURS for s in SHAPES if len(scene.where(colour=c, shape=s)) == n
+                   and (n > 0 or (scene.where(colour=c) and scene.where(shape=s)))]
+        if not options:
+            return None
+        colour, shape = rng.choice(options)
+        singular, plural = f"{colour} {shape}", f"{colour} {PLURALS[shape]}"
+        think = (_short_count(n, singular, plural) if short else
+                 f"{_where_sentence(n, singular, plural, scene.where(colour=colour, shape=shape))} So the answer is {n} .")
+        return f"How many {plural} are there ?", str(n), think
+    by_shape = qtype == "count_shape_pair"
+    kinds = SHAPES if by_shape else tuple(COLOURS)
+    found = {k: scene.where(shape=k) if by_shape else scene.where(colour=k) for k in kinds}
+    pairs = [(a, b) for a in kinds for b in kinds if a != b and len(found[a]) + len(found[b]) == n]
+    if not pairs:
+        return None
+    a, b = rng.choice(pairs)
+    nouns = {k: (k, PLURALS[k]) if by_shape else (f"{k} shape", f"{k} shapes") for k in (a, b)}
+    if short:
+        facts = [_short_count(len(found[k]), *nouns[k]) for k in (a, b)]
+    else:
+        facts = [_where_sentence(len(found[k]), *nouns[k], found[k]) for k in (a, b)]
+    question = f"How many {PLURALS[a]} and {PLURALS[b]} are there ?" if by_shape else f"How many {a} and {b} shapes are there ?"
+    return question, str(n), f"{facts[0]} {facts[1]} So the answer is {n} ."
 
 
 def render(problem: Problem, blank: bool = False) -> Image.Image:
@@ -284,8 +343,10 @@ def generate_dataset(
 
 def corpus(n_samples: int = 2000, seed: int = 0) -> list[str]:
     """Text the embedded tokenizer is trained on: every word the task can produce (an explicit
-    word list, so rare combinations are covered) plus sampled prompts and chains of every question
-    type and chain style (one tokenizer serves every task variant)."""
+    word list, so rare combinations are covered) plus sampled prompts and chains of every one-fact
+    question type and chain style. One tokenizer serves every task variant: the two-fact questions
+    use only these words (tested), and leaving them out of the sample keeps the tokenizer, hence
+    the tiny model, what it was before they existed."""
     words = (
         list(COLOURS) + list(SHAPES) + list(PLURALS.values())
         + [w for p in POSITIONS for w in p.split()] + [str(n) for n in range(10)]
@@ -293,6 +354,6 @@ def corpus(n_samples: int = 2000, seed: int = 0) -> list[str]:
     lines = [" ".join(words), PROMPT_SUFFIX, "system user assistant You are a helpful assistant ."]
     rng = random.Random(f"pepo-corpus/{seed}")
     for i in range(n_samples):
-        problem = make_problem(rng, qtypes=QUESTION_TYPES, chain=CHAIN_STYLES[i % 2])
+        problem = make_problem(rng, qtypes=ONE_FACT_QUESTION_TYPES, chain=CHAIN_STYLES[i % 2])
         lines.append(problem.question + " " + problem.chain)
     return lines
