@@ -114,7 +114,12 @@ def check_args(parser, args) -> list[str]:
         from pepo.embedded.synthetic import TASKS
 
         split_file = Path(args.source) / "data" / f"{args.split}.jsonl"
-        qtypes = {json.loads(line).get("qtype") for line in split_file.read_text().splitlines()}
+        qtypes = set()
+        for line_no, line in enumerate(split_file.read_text().splitlines(), 1):
+            try:
+                qtypes.add(json.loads(line).get("qtype"))
+            except (json.JSONDecodeError, AttributeError):
+                parser.error(f"{split_file}:{line_no}: not a JSON record")
         if not qtypes <= set(TASKS[args.task]):
             parser.error(f"--from {args.source}: {split_file.name} asks {sorted(map(str, qtypes - set(TASKS[args.task])))}, "
                          f"not --task {args.task}'s question types {list(TASKS[args.task])}")
