@@ -145,7 +145,7 @@ def warm_start_folder(args, demo_settings) -> Path:
     """The folder holding ``data/`` and ``warm_start/checkpoint``: ``--from``, else built once under ``--cache``."""
     if args.source:
         return Path(args.source)
-    from pepo.trainer.cli import embedded_warm_start
+    from pepo.train import embedded_warm_start
 
     return embedded_warm_start(Path(args.cache), demo_settings, seed=0, label=args.task).parents[1]
 

@@ -186,3 +186,25 @@ def test_real_rl_end_to_end(bench, demo_folder, tmp_path):
     assert [r["method"] for r in rows] == ["warm_start", "grpo", "pepo_g"]
     assert all(r["rl_seconds"] > 0 and r["step_time_median"] > 0 for r in rows[1:])
     assert "| pepo_g | 1 |" in (tmp_path / "bm.md").read_text()
+
+
+def test_without_from_the_warm_start_is_built_once_by_the_demo_code(bench, demo_folder, fake_rl, tmp_path, monkeypatch):
+    # pepo.demo.prepare (the demo's steps 1-3) stands in by copying a finished folder; the bench finds
+    # it through pepo train's warm-start cache, builds it once, and reuses it on the next run.
+    import pepo.demo as demo
+
+    built = []
+
+    def prepare(out, settings, seed=0):
+        built.append((settings.qtypes, seed))
+        shutil.copytree(demo_folder, out)
+
+    monkeypatch.setattr(demo, "prepare", prepare)
+    argv = ["--methods", "grpo", "--seeds", "0", "--questions", "4", "--eval-samples", "2",
+            "--results", str(tmp_path / "bm"), "--cache", str(tmp_path / "cache")]
+    assert bench.main(argv) == 0 and bench.main(argv) == 0
+    from pepo.embedded.synthetic import TASKS
+
+    assert built == [(TASKS["one_fact"], 0)] and fake_rl == [("grpo", 0, 100)]
+    (folder,) = (tmp_path / "cache").glob("warm_start-one_fact-seed0-*")
+    assert (folder / "warm_start" / "checkpoint" / "config.json").is_file()
