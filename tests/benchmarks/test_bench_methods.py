@@ -165,10 +165,10 @@ def test_bad_arguments_and_rows_fail_in_one_line(bench, demo_folder, tmp_path, c
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as exit_info:
-            bench.main(argv + ["--cache", str(tmp_path / "cache")])
+            bench.main(argv + ["--cache", str(tmp_path / "cache"), "--results", str(tmp_path / "bm")])
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and message in err and err.count("\n") == 1, (argv, err)
-    assert not (tmp_path / "cache").exists() and fake_rl == []  # refused before any work
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "bm.jsonl").exists() and fake_rl == []  # refused before any work
     rows = tmp_path / "bad.jsonl"
     rows.write_text('{"method": "grpo"}\n{"method": \n')
     with pytest.raises(SystemExit, match="bad.jsonl:2: not a JSON row"):
