@@ -79,6 +79,7 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--rl-steps", type=int, default=100, help="RL steps per run (the demo: 200)")
     parser.add_argument("--prompts-per-step", type=int, default=16, help="prompts per RL step (the demo: 32)")
+    parser.add_argument("--learning-rate", type=float, default=None, help="RL learning rate [the demo's: 2e-4]")
     parser.add_argument("--questions", type=int, default=128, help="the first N questions of --split are scored")
     parser.add_argument("--split", choices=("val", "test"), default="test",
                         help="val to choose settings, test for the comparison")
@@ -105,6 +106,8 @@ def check_args(parser, args) -> list[str]:
     for name in ("rl_steps", "prompts_per_step", "questions", "eval_samples", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.learning_rate is not None and not 0 < args.learning_rate < 1:
+        parser.error(f"--learning-rate must be in (0, 1), got {args.learning_rate}")
     if min(args.seeds) < 0 or len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds must be distinct and >= 0, got {args.seeds}")
     if args.source:
@@ -135,7 +138,7 @@ def settings_from(args) -> tuple[BenchSettings, object]:
     bench = BenchSettings(
         label=args.label, task=args.task, split=args.split, questions=args.questions, eval_samples=args.eval_samples,
         rl_steps=args.rl_steps, prompts_per_step=args.prompts_per_step, num_generations=demo.num_generations,
-        learning_rate=demo.rl_learning_rate, max_completion_length=demo.max_completion_length,
+        learning_rate=args.learning_rate or demo.rl_learning_rate, max_completion_length=demo.max_completion_length,
         loss_type=demo.rl_loss_type, freeze_vision_tower=demo.rl_freeze_vision_tower,
     )
     return bench, demo
@@ -219,15 +222,16 @@ def _commit() -> str:
 
 
 def run_one(folder: Path, records: list, train_rows: list, settings: BenchSettings, fp: str, method: str,
-            seed: int, out: Path) -> dict:
-    """One method x seed: RL from the warm start (none for the warm start itself), then avg@N."""
+            seed: int, out: Path, commit: str) -> dict:
+    """One method x seed: RL from the warm start (none for the warm start itself), then avg@N.
+    ``commit``: the code's git commit when the process started (it runs that code to the end)."""
     from pepo.embedded.recipe import rl_train
     from pepo.evaluation import evaluate_model
     from pepo.modeling import load_model_and_processor
 
     load_before = os.getloadavg()
     row = {"fingerprint": fp, "label": settings.label, "task": settings.task, "method": method, "seed": seed,
-           "method_config": method_config(method), "settings": asdict(settings), "commit": _commit()}
+           "method_config": method_config(method), "settings": asdict(settings), "commit": commit}
     checkpoint, rl_seconds, step_times = folder / "warm_start" / "checkpoint", 0.0, []
     if method != WARM_START:
         result = rl_train(
@@ -408,10 +412,11 @@ def main(argv: list[str] | None = None) -> int:
     todo = [(m, s) for m, s in todo if row_key(fp, m, method_config(m), s) not in done]
     print(f"warm start {folder}; fingerprint {fp[:16]}; {len(todo)} runs to do, rows in {rows_path}", flush=True)
     if todo:
+        commit = _commit()
         records = load_geometry3k(folder / "data" / f"{args.split}.jsonl", image_root=folder / "data").records[: args.questions]
         train_rows = load_rows(folder / "data" / "train.jsonl")
         for method, seed in todo:
-            row = run_one(folder, records, train_rows, settings, fp, method, seed, Path(args.cache) / f"runs-{fp[:12]}")
+            row = run_one(folder, records, train_rows, settings, fp, method, seed, Path(args.cache) / f"runs-{fp[:12]}", commit)
             with rows_path.open("a", encoding="utf-8") as sink:
                 sink.write(json.dumps(row) + "\n")
             print(f"{method} seed {seed}: avg@{settings.eval_samples} {100 * row['avg']:.1f}, "

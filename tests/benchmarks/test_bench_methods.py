@@ -162,6 +162,7 @@ def test_bad_arguments_and_rows_fail_in_one_line(bench, demo_folder, tmp_path, c
         (["--from", str(demo_folder), "--task", "two_facts"], "not --task two_facts's question types"),
         (["--seeds", "1", "1"], "--seeds must be distinct"),
         (["--rl-steps", "0"], "--rl-steps must be >= 1"),
+        (["--learning-rate", "2"], "--learning-rate must be in (0, 1)"),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as exit_info:
@@ -208,3 +209,15 @@ def test_without_from_the_warm_start_is_built_once_by_the_demo_code(bench, demo_
     assert built == [(TASKS["one_fact"], 0)] and fake_rl == [("grpo", 0, 100)]
     (folder,) = (tmp_path / "cache").glob("warm_start-one_fact-seed0-*")
     assert (folder / "warm_start" / "checkpoint" / "config.json").is_file()
+
+
+def test_settings_take_the_demos_rl_values_unless_given(bench):
+    from pepo.demo import DemoSettings
+
+    _, args = bench.parse_args([])
+    settings, demo = bench.settings_from(args)
+    assert demo == DemoSettings() and settings.learning_rate == demo.rl_learning_rate
+    assert (settings.rl_steps, settings.prompts_per_step, settings.questions) == (100, 16, 128)
+    _, args = bench.parse_args(["--learning-rate", "1e-4", "--task", "two_facts"])
+    settings, demo = bench.settings_from(args)
+    assert settings.learning_rate == 1e-4 and settings.task == "two_facts" and demo.qtypes == ("count_shape_pair", "count_colour_pair", "count_colour_shape")
