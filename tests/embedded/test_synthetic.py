@@ -187,8 +187,7 @@ def test_two_fact_chains_state_both_facts():
     problem = make_problem(random.Random(1), "count_shape_pair", chain="short")
     assert problem.scene.cells == (("yellow", "diamond"), ("yellow", "square"), ("red", "diamond"), ("red", "diamond"))
     assert problem.question == "How many triangles and squares are there ?"
-    assert problem.chain == ("<think> There are 0 triangles . There is 1 square . So the answer is 1 . </think> "
-                             "<answer> 1 </answer>")
+    assert problem.chain == "<think> 0 triangles and 1 square . </think> <answer> 1 </answer>"
     long = make_problem(random.Random(1), "count_shape_pair", chain="long")
     assert long.scene == problem.scene and long.question == problem.question
     assert long.chain.startswith("<think> I see no triangle . The square is at the top right . So the answer is 1 .")

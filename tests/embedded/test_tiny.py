@@ -78,3 +78,18 @@ def test_trl_grpo_trains_it_as_a_vlm(tiny_vlm_path, tmp_path):
     assert len(vision_calls) >= 4
     changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p)]
     assert any("visual" in n for n in changed) and any("language_model" in n for n in changed)
+
+
+def test_short_chains_fit_the_demos_completion_length(tiny_vlm_path):
+    # The demo generates at most DemoSettings.max_completion_length tokens: a reference chain (plus
+    # the end token) longer than that is truncated before its answer, in the warm start's
+    # validation and in RL, and scores 0 however well the model sees.
+    from pepo.demo import DemoSettings
+
+    _, processor = load_model_and_processor(tiny_vlm_path)
+    rng = random.Random(0)
+    for qtype in QUESTION_TYPES:
+        for _ in range(100):
+            problem = make_problem(rng, qtype, chain="short")
+            length = len(processor.tokenizer(problem.chain)["input_ids"]) + 1
+            assert length <= DemoSettings().max_completion_length, (qtype, length, problem.chain)

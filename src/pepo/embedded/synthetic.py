@@ -250,11 +250,11 @@ def _pose_two_facts(rng: random.Random, scene: Scene, qtype: str, n: int, short:
         return None
     a, b = rng.choice(pairs)
     nouns = {k: (k, PLURALS[k]) if by_shape else (f"{k} shape", f"{k} shapes") for k in (a, b)}
-    if short:
-        facts = [_short_count(len(found[k]), *nouns[k]) for k in (a, b)]
-    else:
-        facts = [_where_sentence(len(found[k]), *nouns[k], found[k]) for k in (a, b)]
     question = f"How many {PLURALS[a]} and {PLURALS[b]} are there ?" if by_shape else f"How many {a} and {b} shapes are there ?"
+    if short:  # both counts in one clause: the whole completion stays within the demo's 16 tokens
+        counted = [f"{len(found[k])} {nouns[k][0] if len(found[k]) == 1 else nouns[k][1]}" for k in (a, b)]
+        return question, str(n), f"{counted[0]} and {counted[1]} ."
+    facts = [_where_sentence(len(found[k]), *nouns[k], found[k]) for k in (a, b)]
     return question, str(n), f"{facts[0]} {facts[1]} So the answer is {n} ."
 
 
