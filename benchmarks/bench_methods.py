@@ -214,7 +214,7 @@ def check_bases(methods: list[str]) -> None:
 def _commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results"], cwd=REPO,
                                capture_output=True, text=True).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except OSError:
