@@ -382,6 +382,7 @@ def write_report(rows: list[dict], prefix: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    commit = _commit()  # before the warm start build: the code this process runs
     parser, args = parse_args(argv)
     methods = check_args(parser, args)
     check_bases(methods)
@@ -412,7 +413,6 @@ def main(argv: list[str] | None = None) -> int:
     todo = [(m, s) for m, s in todo if row_key(fp, m, method_config(m), s) not in done]
     print(f"warm start {folder}; fingerprint {fp[:16]}; {len(todo)} runs to do, rows in {rows_path}", flush=True)
     if todo:
-        commit = _commit()
         records = load_geometry3k(folder / "data" / f"{args.split}.jsonl", image_root=folder / "data").records[: args.questions]
         train_rows = load_rows(folder / "data" / "train.jsonl")
         for method, seed in todo:
