@@ -274,7 +274,8 @@ def summarise(reps: list[dict], clock: str) -> list[dict]:
             # (both wall seconds): the low-noise estimate of rho_update
             "pepo_own_share": statistics.median([r[name]["pepo_own_s"] / r[name]["update_s"] for r in reps]),
             "update_peak_mib": peak,
-            "update_peak_ratio": peak / none_peak,
+            # a tiny model's update can stay inside memory the process already holds: no ratio then
+            "update_peak_ratio": peak / none_peak if none_peak > 0 else None,
             "rollout_peak_mib": median("rollout_peak_mib") if with_rollouts else None,
         })
     return rows
@@ -303,7 +304,7 @@ def print_table(summary: list[dict], title: str) -> None:
         table.add_row(
             r["method"], num(r["rollout_s"], ".2f"), f"{r['update_s']:.3f}", pct(r["rho_rollout"]), pct(r["rho_update"]),
             pct(r["rho_update_wall"]), pct(r["rho_step"]), f"{r['pepo_own_ms']:.1f}",
-            f"{100 * r['pepo_own_share']:.3f}%", f"{r['update_peak_mib']:.1f}", f"{r['update_peak_ratio']:.4f}",
+            f"{100 * r['pepo_own_share']:.3f}%", f"{r['update_peak_mib']:.1f}", num(r['update_peak_ratio'], ".4f"),
         )
     Console(width=230).print(table)
 
@@ -320,7 +321,7 @@ def markdown_table(summary: list[dict]) -> str:
         lines.append(
             f"| {r['method']} | {num(r['rollout_s'], '.2f')} | {r['update_s']:.3f} | {pct(r['rho_rollout'])} | "
             f"{pct(r['rho_update'])} | {pct(r['rho_update_wall'])} | {pct(r['rho_step'])} | {r['pepo_own_ms']:.1f} | "
-            f"{100 * r['pepo_own_share']:.3f}% | {r['update_peak_mib']:.1f} | {r['update_peak_ratio']:.4f} |"
+            f"{100 * r['pepo_own_share']:.3f}% | {r['update_peak_mib']:.1f} | {num(r['update_peak_ratio'], '.4f')} |"
         )
     return "\n".join(lines)
 

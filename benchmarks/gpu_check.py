@@ -233,7 +233,7 @@ def update_rich_table(result: dict):
         q = r["rho_update"]
         t.add_row(r["method"], f"{1e3 * r['update_s']:.1f}", f"{100 * q[1]:+.2f}% [{100 * q[0]:+.2f}, {100 * q[2]:+.2f}]",
                   f"{r['pepo_own_ms']:.2f}", f"{100 * r['pepo_own_share']:.2f}%", f"{r['update_peak_mib']:.0f}",
-                  f"{r['update_peak_ratio']:.4f}")
+                  "-" if r["update_peak_ratio"] is None else f"{r['update_peak_ratio']:.4f}")
     return t
 
 

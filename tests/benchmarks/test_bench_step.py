@@ -1,0 +1,44 @@
+"""benchmarks/bench_step.py's summary: paired ratios per repetition, a peak ratio only where measurable."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_step.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_step", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_step"] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["bench_step"]
+
+
+def repetition(bench, update_s: dict, peak_mib: dict) -> dict:
+    return {name: {"update_s": update_s[name], "update_cpu_s": update_s[name], "pepo_own_s": 0.001,
+                   "update_peak_mib": peak_mib[name]} for name in bench.METHODS}
+
+
+def test_rho_is_paired_per_repetition_and_peak_ratio_is_peak_over_grpo(bench):
+    reps = [repetition(bench, {"none": 1.0, "pepo": 1.1, "high_entropy": 1.0, "none_control": 1.0},
+                       {"none": 100.0, "pepo": 150.0, "high_entropy": 100.0, "none_control": 100.0}),
+            repetition(bench, {"none": 2.0, "pepo": 2.4, "high_entropy": 2.0, "none_control": 2.0},
+                       {"none": 100.0, "pepo": 150.0, "high_entropy": 100.0, "none_control": 100.0})]
+    pepo = {row["method"]: row for row in bench.summarise(reps, "cpu")}["pepo"]
+    assert pepo["rho_update"][1] == pytest.approx(0.15)  # median of +10% and +20%, not 3.5 / 3.0 - 1
+    assert pepo["update_peak_ratio"] == pytest.approx(1.5)
+
+
+def test_an_update_below_measurable_memory_has_no_peak_ratio(bench):
+    # a tiny model's update can fit in memory the process already holds: the base method's peak is 0
+    reps = [repetition(bench, dict.fromkeys(bench.METHODS, 1.0), dict.fromkeys(bench.METHODS, 0.0))]
+    summary = bench.summarise(reps, "cpu")
+    assert all(row["update_peak_ratio"] is None for row in summary)
+    assert bench.markdown_table(summary).splitlines()[-1].endswith("| - |")
