@@ -38,16 +38,37 @@ def warm_start_settings() -> dict:
     return {"demo": DemoSettings(), "quick": QUICK}
 
 
+def code_fingerprint() -> str:
+    """sha256 over every source file of the installed ``pepo`` package and the versions of the
+    libraries the warm start is computed with: a cached build is reused only by the code that made it."""
+    import importlib.metadata
+
+    import pepo
+
+    digest = hashlib.sha256()
+    root = Path(pepo.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for library in ("torch", "transformers", "trl", "accelerate", "peft"):
+        try:
+            digest.update(f"{library}=={importlib.metadata.version(library)}\0".encode())
+        except importlib.metadata.PackageNotFoundError:
+            digest.update(f"{library} absent\0".encode())
+    return digest.hexdigest()
+
+
 def embedded_warm_start(cache_root: Path, settings, seed: int, label: str = "demo") -> Path:
     """The warm-started tiny Qwen2.5-VL checkpoint for ``settings`` (a :class:`pepo.demo.DemoSettings`)
     and ``seed``, built with :func:`pepo.demo.prepare` (pepo demo's own steps 1-3) when missing.
 
-    One folder per settings and seed (a hash of every setting in its name, ``label`` for people):
-    a start built with other settings is never reused. The build goes to a temporary folder renamed
+    One folder per settings, seed and code (a hash of every setting and of :func:`code_fingerprint`
+    in its name, ``label`` for people): a start built with other settings or by another version of
+    pepo is never reused. The build goes to a temporary folder renamed
     into place at the end, so a build killed half way is redone, never used."""
     from pepo.demo import prepare
 
-    digest = hashlib.sha256(json.dumps({**asdict(settings), "seed": seed}, sort_keys=True).encode()).hexdigest()[:10]
+    key = {**asdict(settings), "seed": seed, "code": code_fingerprint()}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     folder = Path(cache_root) / f"warm_start-{label}-seed{seed}-{digest}"
     checkpoint = folder / "warm_start" / "checkpoint"
     if (checkpoint / "config.json").is_file():

@@ -92,7 +92,7 @@ class TrainScriptArguments:
     embedded_cache: str | None = field(
         default=None,
         metadata={
-            "help": "Folder of the built warm starts, one subfolder per settings and seed (default: $PEPO_CACHE, "
+            "help": "Folder of the built warm starts, one subfolder per settings, seed and pepo version (default: $PEPO_CACHE, "
             "else $XDG_CACHE_HOME/pepo, else ~/.cache/pepo).",
         },
     )
