@@ -114,6 +114,34 @@ def test_time_limit_works_in_a_daemonic_worker_process():
     assert stats["timeouts"] == 1
 
 
+def _slow_start_worker(tmp_path: Path, delay_s: float) -> Path:
+    """The real helper, started ``delay_s`` late: a loaded machine importing sympy."""
+    script = tmp_path / "slow_worker.py"
+    script.write_text(f"import runpy, time\ntime.sleep({delay_s})\n"
+                      f"runpy.run_path({str(math_grader._WORKER_SCRIPT)!r}, run_name='__main__')\n")
+    return script
+
+
+def test_a_slow_helper_start_is_not_counted_in_the_first_answers_time_limit(short_timeout, tmp_path, monkeypatch):
+    math_grader.shutdown_grader()
+    monkeypatch.setattr(math_grader, "_WORKER_SCRIPT", _slow_start_worker(tmp_path, delay_s=2.0))
+    grading_stats(reset=True)
+    assert grade_math("\\frac{1}{2}", "0.5") is True  # the limit is 1 s; the start alone takes 2 s
+    assert grading_stats()["timeouts"] == 0
+    math_grader.shutdown_grader()
+
+
+def test_a_helper_that_never_starts_scores_zero_as_an_error(tmp_path, monkeypatch):
+    math_grader.shutdown_grader()
+    monkeypatch.setattr(math_grader, "_WORKER_SCRIPT", _slow_start_worker(tmp_path, delay_s=60.0))
+    monkeypatch.setattr(math_grader, "_STARTUP_TIMEOUT_S", 0.5)
+    grading_stats(reset=True)
+    assert grade_math("\\frac{1}{2}", "0.5") is False
+    stats = grading_stats()
+    assert stats["errors"] == 1 and stats["timeouts"] == 0
+    math_grader.shutdown_grader()
+
+
 def test_unknown_backend_and_bad_timeout_are_refused():
     with pytest.raises(ValueError, match="unknown grading backend"):
         grade_math("1", "2", backend="nope")

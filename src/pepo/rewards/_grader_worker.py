@@ -5,6 +5,8 @@ only the standard library and the grading library, not torch. The parent kills i
 takes longer than its time limit: a runaway sympy simplification cannot be interrupted from
 another thread, but a process can always be killed.
 
+First line written, once the grading libraries are imported: ``{"ready": true}`` (the parent's
+per-answer clock starts after it, so a slow start on a loaded machine never fails an answer).
 Request: ``{"pred": str, "gt": str, "backend": "mathruler" | "math_verify"}``.
 Answer:  ``{"ok": bool}`` or ``{"ok": false, "error": "..."}``.
 """
@@ -32,10 +34,21 @@ def _grade(request):
     raise ValueError(f"unknown grading backend {backend!r}")
 
 
+def _import_backends():
+    """Import what grading needs now, not inside the first answer's time limit."""
+    for module in ("mathruler.grader", "math_verify"):
+        try:
+            __import__(module)
+        except ImportError:  # math-verify is optional; a missing mathruler is reported per answer
+            pass
+
+
 def main():
     # Answers go to a private copy of stdout; anything a library prints goes to stderr instead.
     channel = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", buffering=1)
     sys.stdout = sys.stderr
+    _import_backends()
+    channel.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:
         try:
             reply = {"ok": _grade(json.loads(line))}

@@ -9,7 +9,8 @@ So the grading library runs in a persistent helper process (``_grader_worker.py`
 first use, one per calling process) that answers one request at a time over a pipe. Waiting on a
 pipe with a timeout works on any thread; when an answer takes longer than the limit, the helper is
 killed (the only thing that really stops a runaway sympy call), the answer scores 0, a timeout is
-counted, and the next request starts a fresh helper. :func:`grading_stats` returns the counts of
+counted, and the next request starts a fresh helper. The limit counts grading only: a helper's
+start (importing sympy: seconds on a loaded machine) ends with a ready line before any clock runs. :func:`grading_stats` returns the counts of
 the calling process; ``PEPOTrainer`` does not log them (each timeout is logged as a warning): read
 them yourself, e.g. from a ``TrainerCallback``'s ``on_log``, to put them in the training logs.
 
@@ -45,6 +46,9 @@ logger = logging.getLogger(__name__)
 GRADING_BACKENDS = ("mathruler", "math_verify")
 _WORKER_SCRIPT = Path(__file__).with_name("_grader_worker.py")
 _timeout_s = 5.0
+# A helper's start (a Python process importing sympy) is not part of any answer's time limit: on a
+# loaded machine it can take longer than the limit itself. It gets this long to say it is ready.
+_STARTUP_TIMEOUT_S = 120.0
 
 
 def set_grading_timeout(seconds: float) -> None:
@@ -70,6 +74,11 @@ class _GraderProcess:
         )
         self.replies: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True, name="pepo-grader-reader").start()
+        try:
+            line = self.replies.get(timeout=_STARTUP_TIMEOUT_S)
+        except queue.Empty:
+            line = None
+        self.ready = line is not None and json.loads(line).get("ready") is True
 
     def _read(self) -> None:
         for line in self.process.stdout:
@@ -77,7 +86,9 @@ class _GraderProcess:
         self.replies.put(None)  # end of file: the helper died
 
     def ask(self, request: dict, timeout: float) -> dict | str:
-        """The helper's reply, or ``"timeout"`` / ``"died"`` (the caller then kills it)."""
+        """The helper's reply, or ``"timeout"`` / ``"died"`` / ``"not started"`` (the caller then kills it)."""
+        if not self.ready:
+            return "not started"
         try:
             self.process.stdin.write(json.dumps(request) + "\n")
             self.process.stdin.flush()
@@ -156,7 +167,9 @@ def grade_math(answer: str | None, solution: str | None, backend: str = "mathrul
                 logger.warning("grading %r against %r took over %.1fs: scored 0", pred[:80], gold[:80], _timeout_s)
             else:
                 state.stats["errors"] += 1
-                logger.warning("the grading helper process died while grading %r: scored 0", pred[:80])
+                logger.warning("the grading helper process %s while grading %r: scored 0",
+                               "died" if reply == "died" else f"did not start within {_STARTUP_TIMEOUT_S:.0f}s",
+                               pred[:80])
             return False
     if "error" in reply:
         with state.lock:
