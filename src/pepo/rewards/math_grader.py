@@ -12,7 +12,8 @@ killed (the only thing that really stops a runaway sympy call), the answer score
 counted, and the next request starts a fresh helper. The limit counts grading only: a helper's
 start (importing sympy: seconds on a loaded machine) ends with a ready line before any clock runs.
 :func:`grading_stats` returns the counts of the calling process; ``PEPOTrainer`` does not log them
-(each timeout is logged as a warning): read them yourself, e.g. from a ``TrainerCallback``'s ``on_log``, to put them in the training logs.
+(each timeout is logged as a warning): read them yourself, e.g. from a ``TrainerCallback``'s
+``on_log``, to put them in the training logs.
 
 Answers equal after normalisation are correct without asking the helper (every real Geometry3K
 solution graded against itself takes this path).
