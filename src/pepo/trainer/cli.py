@@ -155,6 +155,9 @@ def _check_recipe_types(parser, path: Path, config: dict) -> None:
             continue  # strings: argparse converts them, and _where names the file in its error
         wanted = action.type
         numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        # HfArgumentParser gives bool fields a string_to_bool type (not always the same function object)
+        if getattr(wanted, "__name__", None) == "string_to_bool" and not isinstance(value, bool):
+            raise UsageError(f"{path}: {key}: expected true or false, got {value!r}")
         if (wanted is int and not (isinstance(value, int) and not isinstance(value, bool))) or (
             wanted is float and not numeric
         ):
