@@ -85,7 +85,8 @@ def spy_weights(monkeypatch):
 @pytest.mark.parametrize("loss_type", LOSS_TYPES)
 def test_weighting_none_is_trl_grpo(make_trainer, loss_type):
     trl = make_trainer(cls=GRPOTrainer, loss_type=loss_type)
-    pepo = make_trainer(weighting="none", loss_type=loss_type)
+    # bit for bit needs the vision tower run on every copy of an image, as TRL does
+    pepo = make_trainer(weighting="none", loss_type=loss_type, share_image_encoding=False)
     inputs = uneven_masks(rollout(trl))
     assert_same(loss_and_grads(trl, inputs), loss_and_grads(pepo, inputs), rtol=0, atol=0)
 
@@ -93,7 +94,7 @@ def test_weighting_none_is_trl_grpo(make_trainer, loss_type):
 @pytest.mark.parametrize("loss_type", LOSS_TYPES)
 def test_pepo_with_unit_weights_is_trl_grpo_and_real_weights_are_not(make_trainer, monkeypatch, loss_type):
     trl = make_trainer(cls=GRPOTrainer, loss_type=loss_type)
-    pepo = make_trainer(weighting="pepo", schedule="constant", loss_type=loss_type)
+    pepo = make_trainer(weighting="pepo", schedule="constant", loss_type=loss_type, share_image_encoding=False)
     inputs = uneven_masks(rollout(trl))
     reference = loss_and_grads(trl, inputs)
 
@@ -104,9 +105,21 @@ def test_pepo_with_unit_weights_is_trl_grpo_and_real_weights_are_not(make_traine
     assert_same(loss_and_grads(pepo, inputs), reference)
 
 
+def test_sharing_the_image_encoding_changes_nothing_but_float_rounding(make_trainer):
+    shared = make_trainer(weighting="pepo", schedule="constant")
+    every_copy = make_trainer(weighting="pepo", schedule="constant", share_image_encoding=False)
+    inputs = uneven_masks(rollout(every_copy))
+    encoded_rows = []
+    tower = shared.model.model.visual
+    tower.patch_embed.register_forward_hook(lambda module, args, out: encoded_rows.append(args[0].size(0)))
+    assert_same(loss_and_grads(shared, inputs), loss_and_grads(every_copy, inputs), rtol=1e-5, atol=1e-7)
+    rows_per_image = int(inputs["image_grid_thw"][0].prod())
+    assert encoded_rows == [rows_per_image]  # one prompt's four copies of its image: encoded once
+
+
 def test_progressive_schedule_starts_as_the_base_algorithm(make_trainer):
     trl = make_trainer(cls=GRPOTrainer)
-    pepo = make_trainer(weighting="pepo", schedule="progressive")
+    pepo = make_trainer(weighting="pepo", schedule="progressive", share_image_encoding=False)
     pepo.state.global_step, pepo.state.max_steps = 0, 10
     inputs = rollout(trl)
     assert_same(loss_and_grads(trl, inputs), loss_and_grads(pepo, inputs))
@@ -231,8 +244,8 @@ def test_text_only_rows_get_unit_weights(make_trainer, spy_weights):
 @pytest.mark.parametrize("loss_type", ("grpo", "dapo"))
 def test_log_signals_logs_a_baselines_signals_and_leaves_its_loss_alone(make_trainer, loss_type):
     trl = make_trainer(cls=GRPOTrainer, loss_type=loss_type)
-    baseline = make_trainer(weighting="none", log_signals=True, loss_type=loss_type)
-    pepo = make_trainer(weighting="pepo", loss_type=loss_type)
+    baseline = make_trainer(weighting="none", log_signals=True, loss_type=loss_type, share_image_encoding=False)
+    pepo = make_trainer(weighting="pepo", loss_type=loss_type, share_image_encoding=False)
     inputs = uneven_masks(rollout(trl))
     assert_same(loss_and_grads(trl, inputs), loss_and_grads(baseline, inputs), rtol=0, atol=0)
     loss_and_grads(pepo, inputs)

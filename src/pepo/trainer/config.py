@@ -119,6 +119,14 @@ class PEPOConfig(GRPOConfig, PerceptionAwareArguments):
         default=False,
         metadata={"help": "Freeze the vision-to-language projector (merger / multi_modal_projector / connector)."},
     )
+    share_image_encoding: bool = field(
+        default=True,
+        metadata={
+            "help": "Run the vision tower once per distinct image of a forward (Qwen2-VL / Qwen2.5-VL): a GRPO batch "
+            "holds each prompt's image num_generations times. Same output up to float rounding; other families "
+            "are unaffected."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()

@@ -62,6 +62,7 @@ from pepo.trainer.dynamic_sampling import DynamicSampler
 from pepo.trainer.mixed_batches import ignore_empty_image_inputs
 from pepo.trainer.perception_aware import PerceptionAwareMixin
 from pepo.image_tokens import image_token_mask, resolve_image_token_id
+from pepo.image_sharing import share_image_encoding
 from pepo.modeling import freeze_vision, is_peft_model
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
     """GRPO / DAPO trainer with PEPO token weights; takes every ``GRPOTrainer`` argument.
 
     ``args`` must be a :class:`~pepo.trainer.PEPOConfig`. With ``weighting="none"`` (and
-    ``dynamic_sampling=False``, ``perception_aware="none"``) it is TRL's ``GRPOTrainer`` unchanged.
+    ``dynamic_sampling=False``, ``perception_aware="none"``) it is TRL's ``GRPOTrainer`` unchanged:
+    bit for bit with ``share_image_encoding=False``, up to float rounding with it (the default).
     PAPO and VPPO come from :class:`~pepo.trainer.perception_aware.PerceptionAwareMixin`.
     """
 
@@ -88,6 +90,8 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
         model = self.accelerator.unwrap_model(self.model)
         for policy_or_reference in (model, getattr(self, "ref_model", None)):  # text-only chunks of mixed batches
             ignore_empty_image_inputs(policy_or_reference)
+            if config.share_image_encoding and policy_or_reference is not None:
+                share_image_encoding(policy_or_reference)
         if config.freeze_vision_tower or config.freeze_projector:
             freeze_vision(model, config.freeze_vision_tower, config.freeze_projector)
         config_of_model = (model.get_base_model() if is_peft_model(model) else model).config
