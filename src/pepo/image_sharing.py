@@ -8,10 +8,11 @@ dropped from ``pixel_values`` / ``grid_thw``; after it, every image's rows are g
 first copy. The output is the one the tower gives on the whole batch, row for row; the gradient of
 a shared image is the sum over its copies, as it is when each copy is encoded on its own.
 
-Equality is exact: an integer fingerprint of each image's bits (wrap-around arithmetic, the same
+Equality is exact: an integer fingerprint of each image's bits (integer sums without overflow, the same
 for any summation order, so on every device) proposes the groups, and one ``torch.equal`` over the
 whole batch confirms them; a batch whose check fails (a fingerprint collision) is encoded whole.
-Two reads to the host per tower call, where transformers already reads the grid sizes once.
+Three reads to the host per tower call (the grid sizes, the fingerprints, the check); the tower itself
+already reads the grid sizes to build its position and window indices.
 """
 
 from __future__ import annotations
