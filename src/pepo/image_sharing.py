@@ -43,12 +43,13 @@ class _Plan:
 
 def _fingerprints(pixel_values: torch.Tensor, sizes: list[int]) -> list[int]:
     """One integer per image from its exact bits: each row's bits times random integers, summed
-    modulo a prime, then the rows times random integers by their position. No overflow, and
+    modulo a prime, then the rows times random integers by their position. No overflow (a row's
+    sum < 2**31 * 2**20 * its 1176 values; an image's < 2**31 * 2**12 * up to 2**16 rows), and
     integer sums do not depend on the order of summation: equal images give equal numbers."""
     bits = pixel_values.contiguous().view(_INTEGER_VIEW[pixel_values.element_size()]).flatten(1)
     generator = torch.Generator(device="cpu").manual_seed(_FINGERPRINT_SEED)
     column_weights = torch.randint(1, 2**20, (bits.size(1),), generator=generator).to(bits.device)
-    position_weights = torch.randint(1, 2**16, (max(sizes),), generator=generator).to(bits.device)
+    position_weights = torch.randint(1, 2**12, (max(sizes),), generator=generator).to(bits.device)
     chunk = max(1, _CHUNK_ELEMENTS // bits.size(1))
     per_row = torch.cat([
         (bits[i : i + chunk].to(torch.int64) * column_weights).sum(1).remainder(_PRIME)
