@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -124,11 +126,96 @@ def _evaluate(path: Path, test: list, settings: DemoSettings, seed: int, blank: 
             "by_qtype": {k: v["avg_at_n"] / 100 for k, v in totals["categories"].get("qtype", {}).items()}}
 
 
-def run_demo(out: Path, methods: list[str], settings: DemoSettings, seed: int = 0) -> dict:
-    """The whole pipeline; returns the metrics written to ``out/metrics.json``."""
+def _rl_and_evaluate(method: str, prepared: Prepared, out: Path, settings: DemoSettings, seed: int,
+                     callbacks: list | None = None) -> tuple:
+    """Step 4 and 5 for one method: RL from the warm start, then its checkpoint on the test split
+    (as it is and with blank images). Returns (RLResult, test result, blank-image result)."""
+    from pepo.embedded.recipe import rl_train
+
+    result = rl_train(
+        prepared.start, prepared.train, out / method, method, max_steps=settings.rl_steps,
+        prompts_per_step=settings.rl_prompts_per_step, num_generations=settings.num_generations,
+        learning_rate=settings.rl_learning_rate, max_completion_length=settings.max_completion_length, seed=seed,
+        freeze_vision_tower=settings.rl_freeze_vision_tower, loss_type=settings.rl_loss_type, callbacks=callbacks,
+    )
+    return (result, _evaluate(result.checkpoint, prepared.test, settings, seed),
+            _evaluate(result.checkpoint, prepared.test, settings, seed, blank=True))
+
+
+def _run_methods(methods: list[str], prepared: Prepared, out: Path, settings: DemoSettings, seed: int,
+                 jobs: int) -> dict[str, tuple]:
+    """Steps 4-5 for every method: one after the other in this process (``jobs`` 1), or ``jobs``
+    at a time in forked processes. Each RL run is one core of work (one torch thread) and seeds
+    itself, so running them side by side on a multi-core machine gives the same numbers sooner."""
+    if jobs == 1:
+        done = {}
+        for i, method in enumerate(methods, 1):
+            print(f"[4/5] RL {i}/{len(methods)}: {method} ({settings.rl_steps} steps), then its evaluation on "
+                  f"{len(prepared.test)} test questions x {settings.eval_samples} samples")
+            done[method] = _rl_and_evaluate(method, prepared, out, settings, seed)
+        return done
+    return _run_forked(methods, prepared, out, settings, seed, jobs)
+
+
+_FORKED: dict = {}  # what the forked RL processes inherit: the train rows are shared by fork, never pickled
+
+
+def _shared_step_callback(steps, slot: int):
+    """A trainer callback writing the trainer's step into ``steps[slot]`` (shared with the parent's bars)."""
+    from transformers import TrainerCallback
+
+    class SharedStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            steps[slot] = state.global_step
+
+    return SharedStep()
+
+
+def _forked_method(slot: int, method: str) -> tuple:
+    """In a forked process: console to ``<out>/<method>/console.log``, one torch thread, run the method."""
+    out, settings, seed, prepared, steps = (_FORKED[k] for k in ("out", "settings", "seed", "prepared", "steps"))
+    (out / method).mkdir(parents=True, exist_ok=True)
+    console = open(out / method / "console.log", "w", buffering=1)  # noqa: SIM115 (open for the process's life)
+    os.dup2(console.fileno(), 1)  # what libraries write to the file descriptors ...
+    os.dup2(console.fileno(), 2)
+    sys.stdout = sys.stderr = console  # ... and to Python's streams (which a test harness may have replaced)
+    torch.set_num_threads(_FORKED["threads"])
+    return _rl_and_evaluate(method, prepared, out, settings, seed, callbacks=[_shared_step_callback(steps, slot)])
+
+
+def _run_forked(methods, prepared, out, settings, seed, jobs) -> dict[str, tuple]:
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from tqdm import tqdm
+
+    context = multiprocessing.get_context("fork")
+    steps = context.Array("i", len(methods))
+    _FORKED.update(out=out, settings=settings, seed=seed, prepared=prepared, steps=steps,
+                   threads=torch.get_num_threads())
+    print(f"[4/5] RL for {', '.join(methods)} ({settings.rl_steps} steps each), {jobs} at a time in separate "
+          f"processes, each then evaluated on {len(prepared.test)} test questions x {settings.eval_samples} samples; "
+          f"their consoles: {out}/<method>/console.log")
+    bars = [tqdm(total=settings.rl_steps, desc=f"RL {m}", position=i, leave=True) for i, m in enumerate(methods)]
+    done: dict[str, tuple] = {}
+    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        pending = {pool.submit(_forked_method, i, m): m for i, m in enumerate(methods)}
+        while pending:
+            finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            for future in finished:
+                done[pending.pop(future)] = future.result()
+            for i, bar in enumerate(bars):
+                bar.update(steps[i] - bar.n)
+    for bar in bars:
+        bar.close()
+    _FORKED.clear()
+    return {m: done[m] for m in methods}
+
+
+def run_demo(out: Path, methods: list[str], settings: DemoSettings, seed: int = 0, jobs: int = 1) -> dict:
+    """The whole pipeline; returns the metrics written to ``out/metrics.json``. ``jobs``: RL runs at once."""
     from pepo.analysis import load_runs
     from pepo.analysis.plots import plot_dynamics
-    from pepo.embedded.recipe import rl_train
 
     t0 = time.perf_counter()
     prepared = prepare(out, settings, seed)
@@ -136,22 +223,14 @@ def run_demo(out: Path, methods: list[str], settings: DemoSettings, seed: int = 
     results = {"warm_start": _evaluate(prepared.start, test, settings, seed)}
     blank = {"warm_start": _evaluate(prepared.start, test, settings, seed, blank=True)}
     logs: dict[str, list[dict]] = {}
-    for i, method in enumerate(methods, 1):
-        print(f"[4/5] RL {i}/{len(methods)}: {method} ({settings.rl_steps} steps)")
-        result = rl_train(
-            prepared.start, prepared.train, out / method, method, max_steps=settings.rl_steps,
-            prompts_per_step=settings.rl_prompts_per_step, num_generations=settings.num_generations,
-            learning_rate=settings.rl_learning_rate, max_completion_length=settings.max_completion_length, seed=seed,
-            freeze_vision_tower=settings.rl_freeze_vision_tower, loss_type=settings.rl_loss_type,
-        )
+    t = time.perf_counter()
+    for method, (result, tested, blanked) in _run_methods(methods, prepared, out, settings, seed, jobs).items():
         timings[f"rl_{method}_s"] = result.seconds
-        logs[method] = result.log
-        print(f"[5/5] evaluating {method} on {len(test)} test questions x {settings.eval_samples} samples")
-        results[method] = _evaluate(result.checkpoint, test, settings, seed)
-        blank[method] = _evaluate(result.checkpoint, test, settings, seed, blank=True)
+        logs[method], results[method], blank[method] = result.log, tested, blanked
+    timings["rl_and_evaluation_wall_s"] = time.perf_counter() - t
     rows = _rows(results, blank, logs)
     timings["total_s"] = time.perf_counter() - t0
-    metrics = {"settings": asdict(settings), "seed": seed, "methods": methods, "rows": rows,
+    metrics = {"settings": asdict(settings), "seed": seed, "methods": methods, "rows": rows, "jobs": jobs,
                "sft_log": prepared.sft_log, "rl_logs": logs, "timings": timings, "n_test": len(test)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     plot_dynamics(load_runs([out / "metrics.json"]), out / "curves.png")  # the curves of `pepo analyze --runs`
@@ -236,6 +315,17 @@ def _report(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _jobs(asked: int | None, n_methods: int) -> int:
+    """RL runs at once: as asked, else one per core; never more than the methods, and 1 where the
+    platform cannot fork (the RL processes share the warm start's data by fork)."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(asked or cores, n_methods))
+
+
 def main(argv: list[str] | None = None) -> int:
     from pepo.cli_checks import ArgumentError, OneLineParser, check_at_least, check_out_dir, interrupted
 
@@ -257,7 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chain", choices=("short", "long"), default=None,
                         help="reference chain style (default short; long names positions and reasons in steps)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1 is fastest for this tiny model, and robust on a busy machine)")
+                        help="torch CPU threads per process (1 is fastest for this tiny model, and robust on a busy machine)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="RL runs at once, each in its own process [one per CPU core, at most one per method]")
     args = parser.parse_args(argv)
 
     from pepo.embedded.recipe import RL_METHODS
@@ -284,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_at_least("--rl-steps", args.rl_steps, 1)
         check_at_least("--threads", args.threads, 1)
+        check_at_least("--jobs", args.jobs, 1)
         check_at_least("--seed", args.seed, 0)
         out = check_out_dir(args.out or ("runs/demo_quick" if args.quick else "runs/demo"))  # quick never overwrites full
     except ArgumentError as exc:
@@ -294,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     filter_unactionable_warnings()
     quiet_library_progress()
     try:
-        metrics = run_demo(out, methods, settings, seed=args.seed)
+        metrics = run_demo(out, methods, settings, seed=args.seed, jobs=_jobs(args.jobs, len(methods)))
     except KeyboardInterrupt:
         return interrupted("pepo demo", f"{out} holds what finished; rerun the same command to start again")
     print((out / "report.md").read_text())

@@ -16,7 +16,7 @@ from pepo.demo import QUICK, main
 @pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["--quick", "--out", str(out), "--methods", "grpo,pepo_g"]) == 0
+    assert main(["--quick", "--out", str(out), "--methods", "grpo,pepo_g", "--jobs", "2"]) == 0
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out
 
     report = (out / "report.md").read_text()
@@ -78,13 +78,34 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert all(torch.equal(built_state[k], start_state[k]) for k in tower)
     assert any(not torch.equal(built_state[k], start_state[k]) for k in merger)
 
+    # The two RL runs ran side by side in forked processes (--jobs 2), each with its console in a
+    # file; run here, in this process, GRPO gives the same steps and the same test scores.
+    assert "step 4/4" in (out / "grpo" / "console.log").read_text()
+    _same_as_in_process(out, metrics, "grpo", tmp_path / "in_process")
+
+
+def _same_as_in_process(out: Path, metrics: dict, method: str, again: Path) -> None:
+    from pepo.data import load_geometry3k
+    from pepo.demo import Prepared, _rl_and_evaluate
+    from pepo.embedded.recipe import load_rows
+
+    test = load_geometry3k(out / "data" / "test.jsonl", image_root=out / "data").records
+    prepared = Prepared(load_rows(out / "data" / "train.jsonl"), [], test, out / "tiny_vlm",
+                        out / "warm_start" / "checkpoint", [], {})
+    result, tested, _ = _rl_and_evaluate(method, prepared, again, QUICK, seed=0)
+    timing = {"step_time", "pepo/time_share", "pepo/time_s"}
+    strip = lambda log: [{k: v for k, v in row.items() if k not in timing} for row in log]  # noqa: E731
+    assert strip(result.log) == strip(metrics["rl_logs"][method])
+    row = next(r for r in metrics["rows"] if r["method"] == method)
+    assert (tested["avg"], tested["majority"]) == (row["avg"], row["majority"])
+
 
 def test_quick_writes_to_its_own_folder_by_default(monkeypatch, tmp_path, capsys):
     import pepo.demo as demo
 
     seen = []
 
-    def fake_run(out, methods, settings, seed=0):
+    def fake_run(out, methods, settings, seed=0, jobs=1):
         seen.append((out, settings))
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.md").write_text("report\n")
@@ -120,7 +141,7 @@ def test_task_option_chooses_the_question_types(monkeypatch, tmp_path, capsys):
 
     seen = []
 
-    def fake_run(out, methods, settings, seed=0):
+    def fake_run(out, methods, settings, seed=0, jobs=1):
         seen.append(settings)
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.md").write_text("report\n")

@@ -208,6 +208,7 @@ def test_analyze_paths(tiny_vlm_path, synthetic_data_dir, tmp_path, capsys, no_m
 @pytest.mark.parametrize(("extra", "line"), [
     (["--rl-steps", "0"], "pepo demo: --rl-steps must be >= 1, got 0 (see pepo demo --help)"),
     (["--threads", "0"], "pepo demo: --threads must be >= 1, got 0 (see pepo demo --help)"),
+    (["--jobs", "0"], "pepo demo: --jobs must be >= 1, got 0 (see pepo demo --help)"),
     (["--methods", "grpo,ppo"], "pepo demo: unknown method(s) ['ppo']; choose from "),
     (["--qtypes", "colour"], "pepo demo: --qtypes: unknown question type(s) ['colour']; choose from "),
 ])

@@ -236,13 +236,15 @@ def rl_train(
     warmup_steps: int = 0,
     loss_type: str | None = None,
     micro_batch_size: int | None = None,
+    callbacks: list[TrainerCallback] | None = None,
 ) -> RLResult:
     """RL from the checkpoint ``start`` with ``method`` (a key of :data:`RL_METHODS`), through
     :class:`pepo.trainer.PEPOTrainer`: one optimiser step per generation batch of
     ``prompts_per_step * num_generations`` completions (on-policy), exact-match reward, no KL
     (beta = 0, no reference model), cosine learning rate to 0. ``loss_type`` (e.g. ``"dapo"``:
     token-level normalisation over the whole batch) replaces the method's own when given.
-    ``micro_batch_size`` (default: the whole step's batch) splits the loss into accumulated chunks."""
+    ``micro_batch_size`` (default: the whole step's batch) splits the loss into accumulated chunks;
+    ``callbacks`` are added to the trainer's."""
     from pepo.rewards import choice_reward
     from pepo.trainer import PEPOConfig, PEPOTrainer
 
@@ -269,7 +271,7 @@ def rl_train(
     step_log = _StepLog()
     trainer = PEPOTrainer(
         model=model, reward_funcs=[choice_reward], args=args, train_dataset=dataset,
-        processing_class=processor, callbacks=[step_log],
+        processing_class=processor, callbacks=[step_log, *(callbacks or [])],
     )
     use_compact_console(trainer)
     started = time.perf_counter()
