@@ -358,17 +358,20 @@ def _table(what: str, method: str, runs: dict[str, list[dict]], args) -> None:
 
 
 def phases(paths: list[str]) -> int:
-    """The phase table of `pepo demo` runs, from their metrics.json."""
-    print("| run | total | data + model | warm start | RL, per method | evaluation (the rest) |")
-    print("|---|---|---|---|---|---|")
+    """The phase table of `pepo demo` runs, from their metrics.json. Where the methods ran side by
+    side (``jobs`` > 1), their RL times overlap: the table adds the wall time of steps 4-5."""
+    print("| run | total | data + model | warm start | RL, per method | RL and its evaluations, wall | the rest |")
+    print("|---|---|---|---|---|---|---|")
     for path in paths:
         m = json.loads(Path(path).read_text())
         t = m["timings"]
-        rl = {k: v for k, v in t.items() if k.startswith("rl_")}
-        rest = t["total_s"] - t["data_and_model_s"] - t["warm_start_s"] - sum(rl.values())
-        rl_text = ", ".join(f"{k[3:-2]} {v:.0f} s" for k, v in rl.items())
+        rl = {k[3:-2]: v for k, v in t.items() if k.startswith("rl_")}
+        wall = t.get("methods_wall_s")
+        rest = t["total_s"] - t["data_and_model_s"] - t["warm_start_s"] - (sum(rl.values()) if wall is None else wall)
+        rl_text = ", ".join(f"{k} {v:.0f} s" for k, v in rl.items()) + f" ({m['settings']['rl_steps']} steps each)"
+        wall_text = "-" if wall is None else f"{wall:.0f} s ({m.get('jobs', 1)} at a time)"
         print(f"| {path} | {t['total_s']:.0f} s | {t['data_and_model_s']:.0f} s | {t['warm_start_s']:.0f} s "
-              f"({m['sft_log'][-1]['step']} steps) | {rl_text} ({m['settings']['rl_steps']} steps each) | {rest:.0f} s |")
+              f"({m['sft_log'][-1]['step']} steps) | {rl_text} | {wall_text} | {rest:.0f} s |")
     return 0
 
 
