@@ -39,6 +39,8 @@ from transformers.image_utils import make_flat_list_of_images
 from transformers.models.internvl.processing_internvl import InternVLProcessor
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 
+from pepo.mrope import vectorise_rope_index
+
 __all__ = [
     "InternVLImageTextProcessor", "QwenVLImageTextProcessor", "freeze_vision", "image_size_check", "is_peft_model",
     "load_model_and_processor", "load_processor",
@@ -250,7 +252,8 @@ def load_model_and_processor(
             ``"eager"``; ``None`` lets transformers choose.
 
     Returns:
-        ``(model, processor)``; the model is in eval mode.
+        ``(model, processor)``; the model is in eval mode (a Qwen2.5-VL with
+        :func:`pepo.mrope.vectorise_rope_index` installed).
 
     Raises:
         FileNotFoundError: ``path`` is not a directory or holds no ``config.json``.
@@ -271,6 +274,7 @@ def load_model_and_processor(
     processor = load_processor(path, trust_remote_code=trust_remote_code)
     if device is not None:
         model = model.to(device)
+    vectorise_rope_index(model)  # Qwen2.5-VL: the same M-RoPE positions, without a Python loop over rows
     model.eval()
     return model, processor
 

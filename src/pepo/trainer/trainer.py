@@ -63,6 +63,7 @@ from pepo.trainer.mixed_batches import ignore_empty_image_inputs
 from pepo.trainer.perception_aware import PerceptionAwareMixin
 from pepo.image_tokens import image_token_mask, resolve_image_token_id
 from pepo.image_sharing import share_image_encoding
+from pepo.mrope import vectorise_rope_index
 from pepo.modeling import freeze_vision, is_peft_model
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
         model = self.accelerator.unwrap_model(self.model)
         for policy_or_reference in (model, getattr(self, "ref_model", None)):  # text-only chunks of mixed batches
             ignore_empty_image_inputs(policy_or_reference)
+            if policy_or_reference is not None:
+                vectorise_rope_index(policy_or_reference)  # the same positions as transformers', tested
             if config.share_image_encoding and policy_or_reference is not None:
                 share_image_encoding(policy_or_reference)
         if config.freeze_vision_tower or config.freeze_projector:
