@@ -3,14 +3,15 @@
 1. generate the synthetic visual-reasoning task (:mod:`pepo.embedded.synthetic`);
 2. build the tiny Qwen2.5-VL (:func:`pepo.embedded.build_tiny_vlm`);
 3. warm start on the reference chains with TRL's SFT trainer, stopped by validation accuracy;
-4. RL from that same start with each method (GRPO and PEPO_G by default; same seed, same steps);
+4. RL from that same start with each method (GRPO and PEPO_G by default; same seed, same steps),
+   as many at a time as there are cores (``--jobs``), each in its own process;
 5. evaluate every checkpoint on the held-out test split: avg@8 and majority vote, plus the
    blank-image check (the same questions with the image blanked: near chance if the task needs it);
 6. write ``<out>/report.md`` (table: method, avg@8, majority, mean response length, PEPO's time share, rho),
    ``<out>/curves.png`` (reward, response length, visual similarity, entropy per step),
    ``<out>/metrics.json`` and the checkpoints (``<out>/<method>/checkpoint``).
 
-``--quick`` is the <= 3 minute version the tests run (too short for RL to help: it checks the
+``--quick`` is the one-minute version the tests run (too short for RL to help: it checks the
 pipeline, not the result); it writes under ``runs/demo_quick`` unless ``--out`` says otherwise.
 """
 
@@ -330,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     from pepo.cli_checks import ArgumentError, OneLineParser, check_at_least, check_out_dir, interrupted
 
     parser = OneLineParser(prog="pepo demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="the <= 3 minute version (pipeline check, too short for RL to help)")
+    parser.add_argument("--quick", action="store_true", help="the one-minute version (pipeline check, too short for RL to help)")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                         help="comma-separated RL methods: grpo, pepo_g, dapo, pepo_d, high_entropy, perception, exploration, "
                         "papo_g, papo_d, vppo")
