@@ -285,7 +285,7 @@ def _ratio(old: float, new: float) -> str:
 def compare(args) -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_demo_time_"))
     work.mkdir(parents=True, exist_ok=True)
-    data, start = _fixture(work, args.source)
+    data, start = _fixture(work, args.source and str(Path(args.source).resolve()))  # the workers run elsewhere
     versions = {"this checkout": ROOT}
     if args.compare:
         versions = {args.compare: _old_sources(args.compare, work), **versions}
