@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_demo_time.py"
+from tests.benchmarks import loaded_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_demo_time", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_demo_time"] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["bench_demo_time"]
+    with loaded_script("bench_demo_time") as module:
+        yield module
 
 
 def metrics(path: Path, **timings) -> str:

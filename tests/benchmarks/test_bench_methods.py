@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_methods.py"
+from tests.benchmarks import loaded_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_methods", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_methods"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["bench_methods"]
+    with loaded_script("bench_methods") as module:
+        yield module
 
 
 @pytest.fixture
