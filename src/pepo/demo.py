@@ -185,6 +185,8 @@ def _forked_method(slot: int, method: str) -> tuple:
 
 
 def _run_forked(methods, prepared, out, settings, seed, jobs) -> dict[str, tuple]:
+    """:func:`_rl_and_evaluate` for each method in a pool of ``jobs`` forked processes, with a progress
+    bar per method; a process's error is raised here (its console log holds the rest)."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -192,24 +194,26 @@ def _run_forked(methods, prepared, out, settings, seed, jobs) -> dict[str, tuple
 
     context = multiprocessing.get_context("fork")
     steps = context.Array("i", len(methods))
-    _FORKED.update(out=out, settings=settings, seed=seed, prepared=prepared, steps=steps,
-                   threads=torch.get_num_threads())
     print(f"[4/5] RL for {', '.join(methods)} ({settings.rl_steps} steps each), {jobs} at a time in separate "
           f"processes, each then evaluated on {len(prepared.test)} test questions x {settings.eval_samples} samples; "
           f"their consoles: {out}/<method>/console.log")
     bars = [tqdm(total=settings.rl_steps, desc=f"RL {m}", position=i, leave=True) for i, m in enumerate(methods)]
     done: dict[str, tuple] = {}
-    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
-        pending = {pool.submit(_forked_method, i, m): m for i, m in enumerate(methods)}
-        while pending:
-            finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-            for future in finished:
-                done[pending.pop(future)] = future.result()
-            for i, bar in enumerate(bars):
-                bar.update(steps[i] - bar.n)
-    for bar in bars:
-        bar.close()
-    _FORKED.clear()
+    _FORKED.update(out=out, settings=settings, seed=seed, prepared=prepared, steps=steps,
+                   threads=torch.get_num_threads())
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            pending = {pool.submit(_forked_method, i, m): m for i, m in enumerate(methods)}
+            while pending:
+                finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    done[pending.pop(future)] = future.result()
+                for i, bar in enumerate(bars):
+                    bar.update(steps[i] - bar.n)
+    finally:
+        _FORKED.clear()
+        for bar in bars:
+            bar.close()
     return {m: done[m] for m in methods}
 
 
