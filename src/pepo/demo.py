@@ -59,6 +59,7 @@ class DemoSettings:
 QUICK = DemoSettings(
     n_train=1024, n_val=32, n_test=32, sft_max_steps=120, sft_eval_every=60, rl_steps=4,
     rl_prompts_per_step=8, eval_samples=4,
+    sft_learning_rate=1e-3,  # 120 steps: the answer format is learnt sooner at 1e-3 (`pepo train --warm_start quick`)
 )
 
 

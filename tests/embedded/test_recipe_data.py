@@ -13,11 +13,27 @@ def test_rows_dataset_hands_back_the_loaded_images(synthetic_data_dir):
     assert len(dataset) == len(rows)
     assert set(dataset.column_names) == {"prompt", "images", "solution"}  # trainers' column filters keep "images"
     first = next(iter(dataset))  # what TRL's SFTTrainer inspects
-    assert first["images"][0] is rows[0]["images"][0]
+    assert first["images"][0] == rows[0]["images"][0]  # PIL: same mode, size and pixels
     batch = dataset.__getitems__([5, 2, 5])  # what the DataLoader fetches
     assert [example["images"][0] for example in batch] == [rows[i]["images"][0] for i in (5, 2, 5)]
+    assert all(example["images"][0].mode == "RGB" for example in batch)
     assert [example["solution"] for example in batch] == [rows[i]["solution"] for i in (5, 2, 5)]
     assert batch[0]["prompt"][0]["content"][1]["text"] == rows[5]["prompt"][0]["content"][1]["text"]
+
+
+def test_rows_dataset_fingerprints_one_pixel_array_not_each_image(synthetic_data_dir, monkeypatch):
+    """datasets hashes the transform by pickling what it holds: one array, not a PIL image per row."""
+    from PIL import Image
+
+    rows = load_rows(synthetic_data_dir / "train.jsonl")
+    pickled, getstate = [], Image.Image.__getstate__
+    monkeypatch.setattr(Image.Image, "__getstate__", lambda self: pickled.append(1) or getstate(self))
+    rows_dataset(rows, ("prompt", "images"))
+    assert pickled == []
+    # images of mixed sizes: the rows' own images, handed back as they are
+    mixed = [{**rows[0], "images": [Image.new("RGB", (28, 56))]}, *rows[1:3]]
+    dataset = rows_dataset(mixed, ("prompt", "images"))
+    assert dataset[0]["images"][0] is mixed[0]["images"][0] and dataset[2]["images"][0] is mixed[2]["images"][0]
 
 
 def test_rows_dataset_without_images(synthetic_data_dir):
