@@ -89,11 +89,12 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
             raise TypeError(f"PEPOTrainer needs args=PEPOConfig(...), got {type(config).__name__}")
         super().__init__(*args, **kwargs)
         model = self.accelerator.unwrap_model(self.model)
-        for policy_or_reference in (model, getattr(self, "ref_model", None)):  # text-only chunks of mixed batches
-            ignore_empty_image_inputs(policy_or_reference)
-            if policy_or_reference is not None:
-                vectorise_rope_index(policy_or_reference)  # the same positions as transformers', tested
-            if config.share_image_encoding and policy_or_reference is not None:
+        for policy_or_reference in (model, getattr(self, "ref_model", None)):
+            if policy_or_reference is None:
+                continue
+            ignore_empty_image_inputs(policy_or_reference)  # text-only chunks of mixed batches
+            vectorise_rope_index(policy_or_reference)  # the same positions as transformers', tested
+            if config.share_image_encoding:
                 share_image_encoding(policy_or_reference)
         if config.freeze_vision_tower or config.freeze_projector:
             freeze_vision(model, config.freeze_vision_tower, config.freeze_projector)
