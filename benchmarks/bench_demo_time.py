@@ -210,19 +210,29 @@ def worker_eval(args) -> dict:
 
 
 def worker_train(args) -> dict:
-    """`pepo train --config recipes/<method>_tiny.yaml` (embedded model and data built beforehand)."""
-    from pepo.train import main  # `pepo train`, with the embedded model and data the tiny recipes name
-
-    recipe = ROOT / "recipes" / f"{args.method}_tiny.yaml"
-    out = Path(args.work) / f"train_{args.method}"
-    main(["--config", str(recipe), "--output_dir", str(out), "--max_steps", "1"])  # builds model + data: not timed
-    timers = _install_timers()
-    started = time.perf_counter()
-    main(["--config", str(recipe), "--output_dir", str(out), "--max_steps", str(args.steps)])
-    seconds = time.perf_counter() - started
+    """`pepo train --config recipes/<method>_tiny.yaml` (the version's own recipe, from the same start
+    checkpoint ``--start`` for every version; the embedded data built beforehand)."""
     import yaml
 
-    recipe_values = yaml.safe_load(recipe.read_text())
+    try:
+        from pepo.train import main  # `pepo train`
+    except ImportError:  # versions before pepo.train (e.g. 77436cb)
+        from pepo.trainer.cli import main
+
+    recipe_values = yaml.safe_load((Path.cwd() / "recipes" / f"{args.method}_tiny.yaml").read_text())  # cwd: the version
+    recipe_values["model_name_or_path"] = str(args.start)
+    recipe_values.pop("warm_start", None)
+    recipe = Path(args.work) / f"{args.method}_tiny.yaml"
+    recipe.parent.mkdir(parents=True, exist_ok=True)
+    recipe.write_text(yaml.safe_dump(recipe_values))
+    out = Path(args.work) / f"train_{args.method}"
+    main(["--config", str(recipe), "--output_dir", str(out), "--max_steps", "1"])  # builds the data: not timed
+    timers = _install_timers()
+    started = time.perf_counter()
+    code = main(["--config", str(recipe), "--output_dir", str(out), "--max_steps", str(args.steps)])
+    seconds = time.perf_counter() - started
+    if code or not timers.seconds["train"]:
+        raise RuntimeError(f"pepo train exited with {code} and trained {timers.seconds['train']:.1f} s")
     prompts = args.steps * recipe_values["per_device_train_batch_size"] * recipe_values.get("gradient_accumulation_steps", 1)
     prompts //= recipe_values["num_generations"]
     return {"seconds": seconds, "train_s": timers.seconds["train"], "steps": args.steps,

@@ -70,7 +70,7 @@ def test_all_distinct_images_and_a_fingerprint_collision_encode_the_whole_batch(
     pixel_values, grid_thw = images_with_copies([(1, 4, 4), (1, 4, 4)], [0, 1])
     assert image_sharing._plan(pixel_values, grid_thw, merge=2) is None
     # every image given the same fingerprint: the exact check refuses the false groups
-    monkeypatch.setattr(image_sharing, "_fingerprints", lambda pixel_values, sizes: [0] * len(sizes))
+    monkeypatch.setattr(image_sharing, "image_fingerprints", lambda pixel_values, sizes: [0] * len(sizes))
     assert image_sharing._plan(pixel_values, grid_thw, merge=2) is None
     pixel_values, grid_thw = images_with_copies([(1, 4, 4), (1, 4, 4)], [0, 1, 0])
     assert image_sharing._plan(pixel_values, grid_thw, merge=2) is None  # image 1 is not image 0, same fingerprint

@@ -2,7 +2,7 @@
 ``pepo.core`` imports nothing but torch and the standard library, and no module imports from a
 higher layer, lazily inside a function or not:
 
-    core  <  data, rewards, modeling, image_tokens, image_sharing, mrope, patch_masking, cli_checks
+    core  <  data, rewards, modeling, image_tokens, image_sharing, prompt_sharing, mrope, patch_masking, cli_checks
           <  trainer, evaluation  <  embedded, analysis  <  demo, cli, train
 """
 
@@ -17,8 +17,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # first name under pepo -> layer; "" is pepo/__init__.py (it re-exports pepo.core)
 LAYERS = {
     "": 0, "core": 0,
-    "data": 1, "rewards": 1, "modeling": 1, "image_tokens": 1, "image_sharing": 1, "mrope": 1, "patch_masking": 1,
-    "cli_checks": 1,
+    "data": 1, "rewards": 1, "modeling": 1, "image_tokens": 1, "image_sharing": 1, "prompt_sharing": 1, "mrope": 1,
+    "patch_masking": 1, "cli_checks": 1,
     "trainer": 2, "evaluation": 2,
     "embedded": 3, "analysis": 3,
     "demo": 4, "cli": 4, "train": 4, "__main__": 4,

@@ -23,7 +23,7 @@ from itertools import accumulate
 import torch
 from torch import nn
 
-__all__ = ["share_image_encoding"]
+__all__ = ["image_fingerprints", "share_image_encoding"]
 
 _FINGERPRINT_SEED = 20251124
 _PRIME = 2**31 - 1
@@ -41,7 +41,7 @@ class _Plan:
     merged_rows: torch.Tensor  # (N_patches / merge**2,) the same for the merged rows (image tokens)
 
 
-def _fingerprints(pixel_values: torch.Tensor, sizes: list[int]) -> list[int]:
+def image_fingerprints(pixel_values: torch.Tensor, sizes: list[int]) -> list[int]:
     """One integer per image from its exact bits: each row's bits times random integers, summed
     modulo a prime, then the rows times random integers by their position. No overflow (a row's
     sum < 2**31 * 2**20 * its 1176 values; an image's < 2**31 * 2**12 * up to 2**16 rows), and
@@ -71,7 +71,7 @@ def _plan(pixel_values: torch.Tensor, grid_thw: torch.Tensor, merge: int) -> _Pl
     if len(grids) < 2:
         return None
     sizes = [t * h * w for t, h, w in grids]
-    fingerprints = _fingerprints(pixel_values, sizes)
+    fingerprints = image_fingerprints(pixel_values, sizes)
     first: dict[tuple, int] = {}
     source = [first.setdefault(key, i) for i, key in enumerate(zip(grids, fingerprints))]  # each image's first copy
     distinct = sorted(set(source))

@@ -150,6 +150,8 @@ def nan_hidden_states_in_row_1():
 
         def poison(module, args, output):
             hidden = (output[0] if isinstance(output, tuple) else output).clone()
+            if hidden.size(0) < 2:  # a shared-prompt pass (one distinct prompt): row 1 is in the rows' own pass
+                return output
             hidden[1] = float("nan")
             return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 

@@ -63,3 +63,33 @@ def test_trainer_style_accumulation_matches_perception_scores_on_the_tuple():
         expected = perception_scores(model(**inputs, output_hidden_states=True).hidden_states, vision_mask, T)
     assert len(accumulators) == 1
     assert torch.equal(accumulators[0].result(), expected)
+
+
+def test_a_shared_prompt_forward_is_seen_as_the_plain_forward(tiny_vlm_path):
+    """PromptJoin hands over the plain forward's hidden states from a SharedPromptForward's two passes."""
+    from trl.trainer.utils import add_fused_lm_head
+
+    from pepo.modeling import load_model_and_processor
+    from pepo.prompt_sharing import SharedPromptForward
+    from pepo.trainer.capture import PromptJoin
+
+    from ..test_prompt_sharing import grpo_batch
+
+    model, processor = load_model_and_processor(tiny_vlm_path)
+    add_fused_lm_head(model, outputs=("log_probs", "entropy"))
+    inputs, labels, C, _ = grpo_batch(processor)
+    language_model = language_model_of(model)
+    seen = {"plain": [], "shared": []}
+    for name in seen:
+        events = seen[name]
+        join = PromptJoin(lambda: events.append("forward"), lambda h: events.append(h))
+        call = model if name == "plain" else SharedPromptForward(model, model.model, C, model.config.image_token_id,
+                                                                  on_prefix=join.prefix)
+        with torch.no_grad(), HiddenStateCapture(language_model, join.on_forward, join.on_hidden):
+            call(**inputs, labels=labels, fused_lm_head=True)
+    layers = len(language_model.layers) + 1
+    assert seen["shared"][0] == "forward" and seen["shared"].count("forward") == 1 and len(seen["shared"]) == 1 + layers
+    real = inputs["attention_mask"].bool()  # padding positions attend to nothing: their values are not compared
+    for plain, shared in zip(seen["plain"][1:], seen["shared"][1:]):
+        assert shared.shape == plain.shape
+        torch.testing.assert_close(shared[real], plain[real], rtol=1e-5, atol=1e-5)

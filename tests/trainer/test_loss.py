@@ -85,8 +85,8 @@ def spy_weights(monkeypatch):
 @pytest.mark.parametrize("loss_type", LOSS_TYPES)
 def test_weighting_none_is_trl_grpo(make_trainer, loss_type):
     trl = make_trainer(cls=GRPOTrainer, loss_type=loss_type)
-    # bit for bit needs the vision tower run on every copy of an image, as TRL does
-    pepo = make_trainer(weighting="none", loss_type=loss_type, share_image_encoding=False)
+    # bit for bit needs the vision tower and the prompt run on every copy, as TRL does
+    pepo = make_trainer(weighting="none", loss_type=loss_type, share_image_encoding=False, share_prompts=False)
     inputs = uneven_masks(rollout(trl))
     assert_same(loss_and_grads(trl, inputs), loss_and_grads(pepo, inputs), rtol=0, atol=0)
 
@@ -94,7 +94,7 @@ def test_weighting_none_is_trl_grpo(make_trainer, loss_type):
 @pytest.mark.parametrize("loss_type", LOSS_TYPES)
 def test_pepo_with_unit_weights_is_trl_grpo_and_real_weights_are_not(make_trainer, monkeypatch, loss_type):
     trl = make_trainer(cls=GRPOTrainer, loss_type=loss_type)
-    pepo = make_trainer(weighting="pepo", schedule="constant", loss_type=loss_type, share_image_encoding=False)
+    pepo = make_trainer(weighting="pepo", schedule="constant", loss_type=loss_type, share_image_encoding=False, share_prompts=False)
     inputs = uneven_masks(rollout(trl))
     reference = loss_and_grads(trl, inputs)
 
@@ -106,8 +106,8 @@ def test_pepo_with_unit_weights_is_trl_grpo_and_real_weights_are_not(make_traine
 
 
 def test_sharing_the_image_encoding_changes_nothing_but_float_rounding(make_trainer):
-    shared = make_trainer(weighting="pepo", schedule="constant")
-    every_copy = make_trainer(weighting="pepo", schedule="constant", share_image_encoding=False)
+    shared = make_trainer(weighting="pepo", schedule="constant", share_prompts=False)
+    every_copy = make_trainer(weighting="pepo", schedule="constant", share_image_encoding=False, share_prompts=False)
     inputs = uneven_masks(rollout(every_copy))
     encoded_rows = []
     tower = shared.model.model.visual
@@ -117,9 +117,24 @@ def test_sharing_the_image_encoding_changes_nothing_but_float_rounding(make_trai
     assert encoded_rows == [rows_per_image]  # one prompt's four copies of its image: encoded once
 
 
+def test_sharing_prompts_changes_nothing_but_float_rounding(make_trainer, spy_weights):
+    shared = make_trainer(weighting="pepo", schedule="constant")
+    every_copy = make_trainer(weighting="pepo", schedule="constant", share_prompts=False)
+    inputs = uneven_masks(rollout(every_copy))
+    passes = []
+    language_model_of(shared.model).register_forward_hook(
+        lambda m, args, kwargs, out: passes.append(tuple(kwargs["inputs_embeds"].shape[:2])), with_kwargs=True)
+    assert_same(loss_and_grads(shared, inputs), loss_and_grads(every_copy, inputs), rtol=1e-5, atol=1e-7)
+    B, P = inputs["prompt_ids"].shape
+    C = inputs["completion_ids"].size(1)
+    assert passes == [(1, P - 1), (B, 1 + C)]  # one prompt, once; then every row's own tokens: no extra pass
+    torch.testing.assert_close(spy_weights[0]["perception"], spy_weights[1]["perception"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(spy_weights[0]["weights"], spy_weights[1]["weights"], rtol=1e-5, atol=1e-6)
+
+
 def test_progressive_schedule_starts_as_the_base_algorithm(make_trainer):
     trl = make_trainer(cls=GRPOTrainer)
-    pepo = make_trainer(weighting="pepo", schedule="progressive", share_image_encoding=False)
+    pepo = make_trainer(weighting="pepo", schedule="progressive", share_image_encoding=False, share_prompts=False)
     pepo.state.global_step, pepo.state.max_steps = 0, 10
     inputs = rollout(trl)
     assert_same(loss_and_grads(trl, inputs), loss_and_grads(pepo, inputs))
@@ -129,7 +144,8 @@ def test_progressive_schedule_starts_as_the_base_algorithm(make_trainer):
 
 
 def test_weights_are_token_weights_of_the_batchs_own_forward(make_trainer, spy_weights):
-    trainer = make_trainer(weighting="pepo", schedule="constant", gate_alpha=0.5, gate_temperature=0.5)
+    # one plain forward (the shared-prompt forward's two passes: test_sharing_prompts_changes_nothing_but_float_rounding)
+    trainer = make_trainer(weighting="pepo", schedule="constant", gate_alpha=0.5, gate_temperature=0.5, share_prompts=False)
     inputs = rollout(trainer)
     model = trainer.model
     forwards = []
@@ -210,8 +226,8 @@ def test_multiplier_is_on_the_clipped_term_and_not_on_kl(make_trainer, spy_weigh
 
 
 def test_gradient_checkpointing_gives_the_same_weights(make_trainer, spy_weights):
-    plain = make_trainer(weighting="pepo", schedule="constant")
-    checkpointed = make_trainer(weighting="pepo", schedule="constant")
+    plain = make_trainer(weighting="pepo", schedule="constant", share_prompts=False)
+    checkpointed = make_trainer(weighting="pepo", schedule="constant")  # shares no prompt: checkpointing would re-write the cache
     checkpointed.model.activation_checkpointing_enable()
     assert checkpointed.model.is_activation_checkpointing and not plain.model.is_activation_checkpointing
     inputs = rollout(plain)
@@ -244,8 +260,8 @@ def test_text_only_rows_get_unit_weights(make_trainer, spy_weights):
 @pytest.mark.parametrize("loss_type", ("grpo", "dapo"))
 def test_log_signals_logs_a_baselines_signals_and_leaves_its_loss_alone(make_trainer, loss_type):
     trl = make_trainer(cls=GRPOTrainer, loss_type=loss_type)
-    baseline = make_trainer(weighting="none", log_signals=True, loss_type=loss_type, share_image_encoding=False)
-    pepo = make_trainer(weighting="pepo", loss_type=loss_type, share_image_encoding=False)
+    baseline = make_trainer(weighting="none", log_signals=True, loss_type=loss_type, share_image_encoding=False, share_prompts=False)
+    pepo = make_trainer(weighting="pepo", loss_type=loss_type, share_image_encoding=False, share_prompts=False)
     inputs = uneven_masks(rollout(trl))
     assert_same(loss_and_grads(trl, inputs), loss_and_grads(baseline, inputs), rtol=0, atol=0)
     loss_and_grads(pepo, inputs)

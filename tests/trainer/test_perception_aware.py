@@ -124,7 +124,9 @@ def test_vppo_advantages_are_filtered_and_shaped_by_the_masked_forward(make_trai
 
 @pytest.mark.parametrize("method", ["papo", "vppo"])
 def test_exactly_one_extra_forward_without_grad_on_masked_images(make_trainer, method):
-    trainer = make_trainer(weighting="none", perception_aware=method, mask_prob=0.5, **DAPO)
+    # the plain forward: ForwardLog reads the images off TRL's one call (a shared-prompt forward passes them to
+    # the prompts' pass, not to the fused call: tests/test_prompt_sharing.py)
+    trainer = make_trainer(weighting="none", perception_aware=method, mask_prob=0.5, share_prompts=False, **DAPO)
     log = ForwardLog(trainer.model)
     batch = rollout(trainer)
     log.handle.remove()

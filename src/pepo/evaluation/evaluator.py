@@ -33,6 +33,7 @@ from pepo.data.prompts import render_prompt
 from pepo.data.records import Record, open_image
 from pepo.evaluation.resume import RowWriter, drop_partial_last_line, loaded_model_fingerprint, question_sha256, read_rows, row_key
 from pepo.evaluation.scoring import majority_vote, score_answer, summarize
+from pepo.prompt_sharing import generate_with_shared_prompts
 
 __all__ = ["EvalResult", "eval_config", "evaluate_model", "results_header"]
 
@@ -83,8 +84,8 @@ def _generate_transformers(model, processor, records, *, n, temperature, top_p, 
     inputs = inputs.to(model.device)
     torch.manual_seed(_batch_seed(seed, records))
     sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if n > 1 else dict(do_sample=False)
-    output = model.generate(
-        **inputs, max_new_tokens=max_new_tokens, num_return_sequences=n,
+    output = generate_with_shared_prompts(  # each question's prompt prefilled once for its n samples
+        model, **inputs, max_new_tokens=max_new_tokens, num_return_sequences=n,
         pad_token_id=tokenizer.pad_token_id, **sampling,
     )
     new_tokens = output[:, inputs["input_ids"].shape[1] :]

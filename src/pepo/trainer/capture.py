@@ -111,3 +111,41 @@ class HiddenStateCapture:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+
+class PromptJoin:
+    """Between :class:`pepo.prompt_sharing.SharedPromptForward` and a :class:`HiddenStateCapture`
+    reader: the shared forward runs the language model twice (the distinct prompts, then every row's
+    continuation on their cache), and the reader expects the plain forward's ``(B, S, D)`` hidden
+    states. Give :meth:`prefix` to the shared forward as ``on_prefix`` and :meth:`on_forward` /
+    :meth:`on_hidden` to the capture: the prompts' ``L + 1`` hidden states ``(U, P - 1, D)`` are
+    held, and each of the continuation's ``(B, 1 + C, D)`` goes on joined to its row's prompt,
+    ``cat(prompt[inverse], continuation)``. Forwards not announced by :meth:`prefix` pass through."""
+
+    def __init__(self, on_forward: Callable[[], None], on_hidden: Callable[[torch.Tensor], None]):
+        self._on_forward, self._on_hidden = on_forward, on_hidden
+        self._state = "plain"  # plain -> announced -> prompts -> joining -> plain
+        self._inverse: torch.Tensor | None = None
+        self._held: list[torch.Tensor] = []
+
+    def prefix(self, inverse: torch.Tensor) -> None:
+        self._state, self._inverse, self._held = "announced", inverse, []
+
+    def on_forward(self) -> None:
+        if self._state == "announced":
+            self._state = "prompts"
+            return
+        if self._state == "prompts":
+            self._state = "joining"
+        self._on_forward()
+
+    def on_hidden(self, hidden: torch.Tensor) -> None:
+        if self._state == "prompts":
+            self._held.append(hidden)
+        elif self._state == "joining":
+            prompt = self._held.pop(0)
+            self._on_hidden(torch.cat([prompt[self._inverse], hidden], dim=1))
+            if not self._held:
+                self._state, self._inverse = "plain", None
+        else:
+            self._on_hidden(hidden)

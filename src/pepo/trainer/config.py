@@ -119,6 +119,15 @@ class PEPOConfig(GRPOConfig, PerceptionAwareArguments):
         default=False,
         metadata={"help": "Freeze the vision-to-language projector (merger / multi_modal_projector / connector)."},
     )
+    share_prompts: bool = field(
+        default=True,
+        metadata={
+            "help": "Run each group's shared prompt once: generation prefills the distinct prompts and continues every "
+            "completion from their key/value cache, and the loss (and reference / old log-prob) forward scores the "
+            "completions on top of it (Qwen2-VL / Qwen2.5-VL; pepo.prompt_sharing). Same tokens, log-probs and "
+            "gradients up to float rounding. Not used under gradient checkpointing nor for other families."
+        },
+    )
     share_image_encoding: bool = field(
         default=True,
         metadata={

@@ -24,7 +24,12 @@ TRL methods overridden (each the narrowest place that sees what PEPO needs):
 
 * ``_compute_loss``: marks the one policy forward whose hidden states are wanted, and logs metrics.
 * ``_get_per_token_logps_and_entropies``: runs TRL's forward under the hidden-state hooks and
-  turns its entropies plus the captured hidden states into per-token advantages.
+  turns its entropies plus the captured hidden states into per-token advantages. With
+  ``share_prompts`` (default) TRL's forward is handed a :class:`~pepo.prompt_sharing.SharedPromptForward`
+  for the model: each group's prompt runs once and the completions continue from its cache; the
+  hooks see its two passes joined into the plain forward's hidden states
+  (:class:`~pepo.trainer.capture.PromptJoin`). Generation shares the prompts' prefill the same way
+  (:func:`~pepo.prompt_sharing.share_prompt_prefill`, on the model's ``generate``).
 * ``_calculate_rewards`` / ``_generate_and_score_completions``: DAPO dynamic sampling
   (TRL 1.16 has none), only when ``dynamic_sampling=True``.
 * ``_generate_and_score_completions`` / ``_compute_loss`` / ``_get_per_token_logps_and_entropies``
@@ -55,7 +60,7 @@ from trl import GRPOTrainer
 from trl.extras.profiling import profiling_decorator
 
 from pepo.core import PerceptionAccumulator, loss_multiplier, progressive_lambda, token_weights
-from pepo.trainer.capture import HiddenStateCapture, language_model_of
+from pepo.trainer.capture import HiddenStateCapture, PromptJoin, language_model_of
 from pepo.trainer.clock import PEPOClock
 from pepo.trainer.config import PEPOConfig
 from pepo.trainer.dynamic_sampling import DynamicSampler
@@ -64,6 +69,7 @@ from pepo.trainer.perception_aware import PerceptionAwareMixin
 from pepo.image_tokens import image_token_mask, resolve_image_token_id
 from pepo.image_sharing import share_image_encoding
 from pepo.mrope import vectorise_rope_index
+from pepo.prompt_sharing import SharedPromptForward, share_prompt_prefill, sharing_backbone
 from pepo.modeling import freeze_vision, is_peft_model
 
 logger = logging.getLogger(__name__)
@@ -79,7 +85,8 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
 
     ``args`` must be a :class:`~pepo.trainer.PEPOConfig`. With ``weighting="none"`` (and
     ``dynamic_sampling=False``, ``perception_aware="none"``) it is TRL's ``GRPOTrainer`` unchanged:
-    bit for bit with ``share_image_encoding=False``, up to float rounding with it (the default).
+    bit for bit with ``share_image_encoding=False, share_prompts=False``, up to float rounding with
+    them (the default).
     PAPO and VPPO come from :class:`~pepo.trainer.perception_aware.PerceptionAwareMixin`.
     """
 
@@ -96,6 +103,7 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
             vectorise_rope_index(policy_or_reference)  # the same positions as transformers', tested
             if config.share_image_encoding:
                 share_image_encoding(policy_or_reference)
+        share_prompt_prefill(model, config.share_prompts)  # generation; the loss forward: _shared_prompt_model
         if config.freeze_vision_tower or config.freeze_projector:
             freeze_vision(model, config.freeze_vision_tower, config.freeze_projector)
         config_of_model = (model.get_base_model() if is_peft_model(model) else model).config
@@ -106,6 +114,7 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
                 "row is treated as text-only and gets weight 1 (plain base algorithm). Set image_token=...",
                 stacklevel=2,
             )
+        self._sharing_backbones: dict[int, Any] = {}  # id(model) -> its Qwen2-VL-family backbone, or None
         self._pepo_armed: dict[str, Any] | None = None  # the inputs of the loss whose forward we weight
         self._pepo_clock = PEPOClock()  # PEPO's own compute, per optimiser step
         self._dynamic_sampler = DynamicSampler(self) if config.dynamic_sampling else None
@@ -129,9 +138,10 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
     ):
         armed = self._pepo_armed
 
-        def forward():
+        def forward(on_prefix=None):
+            scored = self._shared_prompt_model(model, logits_to_keep, on_prefix)
             return super(PEPOTrainer, self)._get_per_token_logps_and_entropies(
-                model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
+                scored, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
                 compute_entropy=compute_entropy, **kwargs,
             )
 
@@ -152,6 +162,21 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
             self._apply_token_weights(armed, perception, entropies, vision_mask.any(1))
         return out
 
+    def _shared_prompt_model(self, model, logits_to_keep, on_prefix=None):
+        """``model``, or a :class:`~pepo.prompt_sharing.SharedPromptForward` over it when
+        ``share_prompts`` is on and ``model`` is a Qwen2-VL-family model outside FSDP / DeepSpeed (it runs the plain forward
+        under activation checkpointing)."""
+        # FSDP2 frees the gathered weights of a forward's backward when the next forward starts (tests/scale/
+        # test_sharded.py fails with it); DeepSpeed ZeRO-3 gathers the same way and is not tested here
+        if not self.args.share_prompts or self.image_token_id is None or self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            return model
+        if id(model) not in self._sharing_backbones:  # looked up once per model: a walk over its modules
+            self._sharing_backbones[id(model)] = sharing_backbone(model)
+        backbone = self._sharing_backbones[id(model)]
+        if backbone is None:
+            return model
+        return SharedPromptForward(model, backbone, logits_to_keep, self.image_token_id, on_prefix=on_prefix)
+
     def _forward_with_perception(self, forward, model, vision_mask, logits_to_keep, batch_size):
         """Run TRL's ``forward`` and reduce each hidden state to the perception prior the moment the model
         computes it (none is kept alive: peak memory stays the base algorithm's). Returns TRL's output
@@ -169,8 +194,9 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
             with clock.measure(hidden.device):
                 accumulators[-1].add(hidden)
 
-        with HiddenStateCapture(language_model_of(model), on_forward, on_hidden):
-            out = forward()
+        join = PromptJoin(on_forward, on_hidden)  # a shared-prompt forward's two passes, seen as one
+        with HiddenStateCapture(language_model_of(model), join.on_forward, join.on_hidden):
+            out = forward(on_prefix=join.prefix)
         with clock.measure(device):
             perception = torch.cat([accumulator.result() for accumulator in accumulators])
         return out, perception
