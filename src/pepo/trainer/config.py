@@ -125,7 +125,8 @@ class PEPOConfig(GRPOConfig, PerceptionAwareArguments):
             "help": "Run each group's shared prompt once: generation prefills the distinct prompts and continues every "
             "completion from their key/value cache, and the loss (and reference / old log-prob) forward scores the "
             "completions on top of it (Qwen2-VL / Qwen2.5-VL; pepo.prompt_sharing). Same tokens, log-probs and "
-            "gradients up to float rounding. Not used under gradient checkpointing nor for other families."
+            "gradients up to float rounding. Other families run as before; so does the loss forward under activation "
+            "checkpointing, FSDP or DeepSpeed (docs/scaling.md)."
         },
     )
     share_image_encoding: bool = field(

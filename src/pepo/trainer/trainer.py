@@ -179,8 +179,10 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
 
     def _forward_with_perception(self, forward, model, vision_mask, logits_to_keep, batch_size):
         """Run TRL's ``forward`` and reduce each hidden state to the perception prior the moment the model
-        computes it (none is kept alive: peak memory stays the base algorithm's). Returns TRL's output
-        and the ``(B, T)`` prior; PEPO's time inside the forward goes to ``_pepo_clock``."""
+        computes it (none is kept alive, except that a shared-prompt forward's ``L + 1`` prompt hidden
+        states, ``(U, P - 1, D)`` each, wait for the completions' pass to be joined: a small part of what
+        sharing saves). Returns TRL's output and the ``(B, T)`` prior; PEPO's time inside the forward
+        (joining included) goes to ``_pepo_clock``."""
         chunk = batch_size or vision_mask.size(0)  # TRL runs one forward per chunk of rows
         accumulators: list[PerceptionAccumulator] = []
         clock, device = self._pepo_clock, vision_mask.device
@@ -190,12 +192,13 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
                 rows = vision_mask[len(accumulators) * chunk :][:chunk]
                 accumulators.append(PerceptionAccumulator(rows, logits_to_keep, self.args.perception_measure))
 
+        join = PromptJoin(on_forward, lambda hidden: accumulators[-1].add(hidden))  # a shared forward's passes as one
+
         def on_hidden(hidden):
             with clock.measure(hidden.device):
-                accumulators[-1].add(hidden)
+                join.on_hidden(hidden)
 
-        join = PromptJoin(on_forward, on_hidden)  # a shared-prompt forward's two passes, seen as one
-        with HiddenStateCapture(language_model_of(model), join.on_forward, join.on_hidden):
+        with HiddenStateCapture(language_model_of(model), join.on_forward, on_hidden):
             out = forward(on_prefix=join.prefix)
         with clock.measure(device):
             perception = torch.cat([accumulator.result() for accumulator in accumulators])
