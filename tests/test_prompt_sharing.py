@@ -66,8 +66,8 @@ def test_each_row_takes_the_first_row_with_the_same_prompt_and_image(prompts, da
         assert key[source] == key[row]  # same text and same image
         assert key.index(key[row]) == source  # the first such row
     assert sorted(set(first)) == groups.first_rows.tolist()
-    kept = torch.cat([torch.arange(16 * i, 16 * i + 16) for i in groups.first_images.tolist()]) if len(groups.first_images) else torch.zeros(0, dtype=torch.long)
-    assert torch.equal(groups.first_pixel_rows, kept)
+    kept = [row for i in groups.first_images.tolist() for row in range(16 * i, 16 * i + 16)]  # 16 pixel rows an image
+    assert groups.first_pixel_rows.tolist() == kept
 
 
 def test_a_fingerprint_collision_shares_nothing(monkeypatch):
@@ -76,6 +76,12 @@ def test_a_fingerprint_collision_shares_nothing(monkeypatch):
     ids, mask, pixels, grids = grouping_batch([([1], 0), ([1], 1)], [0, 1, 0], pad_to=6)
     monkeypatch.setattr(prompt_sharing, "image_fingerprints", lambda pixel_values, sizes: [0] * len(sizes))
     assert prompt_groups(ids, mask, pixels, grids, IMAGE_TOKEN, merge=2) is None
+
+
+def prompt_part(inputs: dict, C: int, rows=slice(None)) -> dict:
+    """The prompt columns of ``grpo_batch``'s per-token tensors (of ``rows``); image tensors as they are."""
+    S = inputs["input_ids"].size(1)
+    return {k: (v[rows, :-C] if v.dim() == 2 and v.size(1) == S else v) for k, v in inputs.items()}
 
 
 def grpo_batch(processor, seed: int = 0):
@@ -117,7 +123,8 @@ def test_log_probs_entropies_and_gradients_equal_the_plain_forward(tiny_vlm_path
     model.train()
     inputs, labels, C, valid = grpo_batch(processor)
     language_rows = []
-    model.model.language_model.register_forward_hook(lambda m, args, kwargs, out: language_rows.append(kwargs["inputs_embeds"].shape[:2]), with_kwargs=True)
+    model.model.language_model.register_forward_hook(
+        lambda m, args, kwargs, out: language_rows.append(kwargs["inputs_embeds"].shape[:2]), with_kwargs=True)
     backbone = sharing_backbone(model)
     assert backbone is model.model
     shared = SharedPromptForward(model, backbone, C, model.config.image_token_id)
@@ -158,7 +165,7 @@ def test_generation_from_shared_prompts_gives_the_same_tokens(tiny_vlm_path, sam
     shared, _ = load_model_and_processor(tiny_vlm_path)
     assert share_prompt_prefill(shared)
     inputs, _, C, _ = grpo_batch(processor)
-    prompt = {k: (v[:, :-C] if v.dim() == 2 and v.size(1) == inputs["input_ids"].size(1) else v) for k, v in inputs.items()}
+    prompt = prompt_part(inputs, C)
     config = GenerationConfig(max_new_tokens=6, pad_token_id=processor.tokenizer.pad_token_id, output_logits=True,
                               return_dict_in_generate=True, **sampling)
     prefill_rows = []
@@ -182,8 +189,9 @@ def test_several_samples_per_prompt_as_pepo_eval_asks_them(tiny_vlm_path):
     model, processor = load_model_and_processor(tiny_vlm_path)
     inputs, _, C, _ = grpo_batch(processor)
     distinct = [0, 1, 3]  # the batch's three distinct prompts, as an evaluation batch holds them
-    prompt = {k: (v[distinct, :-C] if v.dim() == 2 and v.size(1) == inputs["input_ids"].size(1) else v) for k, v in inputs.items()}
-    prompt["pixel_values"], prompt["image_grid_thw"] = inputs["pixel_values"][[*range(16), *range(16, 32), *range(48, 64)]], inputs["image_grid_thw"][distinct]
+    prompt = prompt_part(inputs, C, distinct)
+    prompt["pixel_values"] = inputs["pixel_values"][[*range(16), *range(16, 32), *range(48, 64)]]  # 16 rows an image
+    prompt["image_grid_thw"] = inputs["image_grid_thw"][distinct]
     sampling = dict(max_new_tokens=5, num_return_sequences=4, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
                     pad_token_id=processor.tokenizer.pad_token_id, output_logits=True, return_dict_in_generate=True)
     prefill_rows = []

@@ -58,7 +58,9 @@ class PromptGroups:
     first_pixel_rows: torch.Tensor  # their rows of pixel_values
 
 
-def _images_of_rows(prompt_ids: torch.Tensor, image_grid_thw: torch.Tensor, image_token_id: int, merge: int) -> list[list[int]]:
+def _images_of_rows(
+    prompt_ids: torch.Tensor, image_grid_thw: torch.Tensor, image_token_id: int, merge: int
+) -> list[list[int]]:
     """The batch's images (indices, in order) that each row holds, matched by image-token counts."""
     tokens_per_row = (prompt_ids == image_token_id).sum(1).tolist()
     tokens_per_image = (image_grid_thw.prod(-1) // (merge * merge)).tolist()
@@ -154,7 +156,9 @@ class SharedPromptForward:
     reader uses it to join the two forwards: :class:`pepo.trainer.capture.PromptJoin`).
     """
 
-    def __init__(self, model: nn.Module, backbone: nn.Module, completion_length: int, image_token_id: int, on_prefix=None):
+    def __init__(
+        self, model: nn.Module, backbone: nn.Module, completion_length: int, image_token_id: int, on_prefix=None
+    ):
         self.model = model
         self.backbone = backbone
         self.completion_length = int(completion_length)
@@ -169,8 +173,8 @@ class SharedPromptForward:
         plain = {k: v for k, v in plain.items() if v is not None}
         P = input_ids.size(1) - self.completion_length  # the prompt's (left-padded) length
         groups = None
-        if fused_lm_head and P >= 2 and not _checkpointed(self.backbone) and pixel_values is not None and mm_token_type_ids is not None and not other \
-                and not bool((input_ids[:, P - 1] == self.image_token_id).any()):
+        shareable = fused_lm_head and P >= 2 and pixel_values is not None and mm_token_type_ids is not None and not other
+        if shareable and not _checkpointed(self.backbone) and not bool((input_ids[:, P - 1] == self.image_token_id).any()):
             groups = prompt_groups(input_ids[:, :P], attention_mask[:, :P], pixel_values, image_grid_thw,
                                    self.image_token_id, self.merge)
         if groups is None:
@@ -179,15 +183,16 @@ class SharedPromptForward:
         positions, _ = self.backbone.get_rope_index(input_ids, mm_token_type_ids, image_grid_thw=image_grid_thw,
                                                     attention_mask=attention_mask)
         first = groups.first_rows
-        images = {"pixel_values": pixel_values[groups.first_pixel_rows], "image_grid_thw": image_grid_thw[groups.first_images]}
+        images = {"pixel_values": pixel_values[groups.first_pixel_rows],
+                  "image_grid_thw": image_grid_thw[groups.first_images]}
         if self.on_prefix is not None:
             self.on_prefix(groups.inverse)
         prompts = self.model(input_ids=input_ids[first, : P - 1], attention_mask=attention_mask[first, : P - 1],
                              position_ids=positions[:, first, : P - 1], use_cache=True, logits_to_keep=1, **images)
         cache = _cache_of(prompts)
         cache.batch_select_indices(groups.inverse)  # an index: differentiable, gradients summed per prompt
-        return self.model(input_ids=input_ids[:, P - 1 :], attention_mask=attention_mask, position_ids=positions[:, :, P - 1 :],
-                          cache=cache, labels=labels[:, P - 1 :], fused_lm_head=True)
+        return self.model(input_ids=input_ids[:, P - 1 :], attention_mask=attention_mask,
+                          position_ids=positions[:, :, P - 1 :], cache=cache, labels=labels[:, P - 1 :], fused_lm_head=True)
 
 
 def sharing_backbone(model: nn.Module) -> nn.Module | None:
@@ -201,8 +206,8 @@ def sharing_backbone(model: nn.Module) -> nn.Module | None:
 
 
 # model inputs the shared prefill does not handle: generate runs as it is
-_UNSHARED_INPUTS = ("inputs_embeds", "position_ids", "cache", "past_key_values", "pixel_values_videos", "video_grid_thw",
-                    "second_per_grid_ts")
+_UNSHARED_INPUTS = ("inputs_embeds", "position_ids", "cache", "past_key_values", "pixel_values_videos",
+                    "video_grid_thw", "second_per_grid_ts")
 
 
 def _generate_with_shared_prompts(model: nn.Module, backbone: nn.Module, generate, *args, **kwargs):
@@ -239,8 +244,9 @@ def _generate_with_shared_prompts(model: nn.Module, backbone: nn.Module, generat
     cache = _cache_of(prompts)
     cache.batch_select_indices(groups.inverse.repeat_interleave(samples))
     backbone.rope_deltas = deltas.repeat_interleave(samples, dim=0)
-    rows = {name: kwargs[name].repeat_interleave(samples, dim=0) for name in ("input_ids", "attention_mask", "mm_token_type_ids")}
-    rest = {k: v for k, v in kwargs.items() if k not in ("pixel_values", "image_grid_thw", "num_return_sequences", *rows)}
+    per_row = ("input_ids", "attention_mask", "mm_token_type_ids")
+    rows = {name: kwargs[name].repeat_interleave(samples, dim=0) for name in per_row}
+    rest = {k: v for k, v in kwargs.items() if k not in ("pixel_values", "image_grid_thw", "num_return_sequences", *per_row)}
     return generate(**rest, **rows, num_return_sequences=1, cache=cache)  # the rows are the samples already
 
 
