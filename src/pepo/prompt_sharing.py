@@ -139,9 +139,19 @@ def _checkpointed(backbone: nn.Module) -> bool:
     return any(getattr(layer, "gradient_checkpointing", False) for layer in layers)
 
 
-def _cache_of(output):
+def _gathered_prompt_cache(model: nn.Module, groups: PromptGroups, positions: torch.Tensor, length: int, rows: torch.Tensor,
+                           input_ids, attention_mask, pixel_values, image_grid_thw):
+    """The first ``length`` tokens of each distinct prompt run once into a key/value cache, whose batch is
+    then gathered to ``rows`` (indices into the distinct prompts: an index, so autograd sums the
+    gradient of every copy into its prompt). ``positions``: the whole batch's (3, B, S) M-RoPE index."""
+    first = groups.first_rows
+    output = model(input_ids=input_ids[first, :length], attention_mask=attention_mask[first, :length],
+                   position_ids=positions[:, first, :length], pixel_values=pixel_values[groups.first_pixel_rows],
+                   image_grid_thw=image_grid_thw[groups.first_images], use_cache=True, logits_to_keep=1)
     cache = getattr(output, "cache", None)  # transformers >= 5.24 ("past_key_values" before)
-    return cache if cache is not None else getattr(output, "past_key_values", None)
+    cache = cache if cache is not None else output.past_key_values
+    cache.batch_select_indices(rows)
+    return cache
 
 
 class SharedPromptForward:
@@ -182,15 +192,10 @@ class SharedPromptForward:
         # the positions of the whole rows, as the plain forward computes them (M-RoPE index), then sliced
         positions, _ = self.backbone.get_rope_index(input_ids, mm_token_type_ids, image_grid_thw=image_grid_thw,
                                                     attention_mask=attention_mask)
-        first = groups.first_rows
-        images = {"pixel_values": pixel_values[groups.first_pixel_rows],
-                  "image_grid_thw": image_grid_thw[groups.first_images]}
         if self.on_prefix is not None:
             self.on_prefix(groups.inverse)
-        prompts = self.model(input_ids=input_ids[first, : P - 1], attention_mask=attention_mask[first, : P - 1],
-                             position_ids=positions[:, first, : P - 1], use_cache=True, logits_to_keep=1, **images)
-        cache = _cache_of(prompts)
-        cache.batch_select_indices(groups.inverse)  # an index: differentiable, gradients summed per prompt
+        cache = _gathered_prompt_cache(self.model, groups, positions, P - 1, groups.inverse,
+                                       input_ids, attention_mask, pixel_values, image_grid_thw)
         return self.model(input_ids=input_ids[:, P - 1 :], attention_mask=attention_mask,
                           position_ids=positions[:, :, P - 1 :], cache=cache, labels=labels[:, P - 1 :], fused_lm_head=True)
 
@@ -231,23 +236,20 @@ def _generate_with_shared_prompts(model: nn.Module, backbone: nn.Module, generat
     if groups is None and samples == 1:
         return generate(**kwargs)
     if groups is None:  # distinct prompts, each sampled several times: every row is its own group
-        rows = torch.arange(input_ids.size(0), device=input_ids.device)
-        groups = PromptGroups(rows, rows, torch.arange(image_grid_thw.size(0), device=input_ids.device),
+        every_row = torch.arange(input_ids.size(0), device=input_ids.device)
+        groups = PromptGroups(every_row, every_row, torch.arange(image_grid_thw.size(0), device=input_ids.device),
                               torch.arange(pixel_values.size(0), device=input_ids.device))
     positions, deltas = backbone.get_rope_index(input_ids, mm_token_type_ids, image_grid_thw=image_grid_thw,
                                                 attention_mask=attention_mask)
-    first = groups.first_rows
     with torch.no_grad():
-        prompts = model(input_ids=input_ids[first, :-1], attention_mask=attention_mask[first, :-1],
-                        position_ids=positions[:, first, :-1], pixel_values=pixel_values[groups.first_pixel_rows],
-                        image_grid_thw=image_grid_thw[groups.first_images], use_cache=True, logits_to_keep=1)
-    cache = _cache_of(prompts)
-    cache.batch_select_indices(groups.inverse.repeat_interleave(samples))
+        sample_rows = groups.inverse.repeat_interleave(samples)  # each row's samples, as generate would expand them
+        cache = _gathered_prompt_cache(model, groups, positions, input_ids.size(1) - 1, sample_rows,
+                                       input_ids, attention_mask, pixel_values, image_grid_thw)
     backbone.rope_deltas = deltas.repeat_interleave(samples, dim=0)
     per_row = ("input_ids", "attention_mask", "mm_token_type_ids")
-    rows = {name: kwargs[name].repeat_interleave(samples, dim=0) for name in per_row}
+    expanded = {name: kwargs[name].repeat_interleave(samples, dim=0) for name in per_row}
     rest = {k: v for k, v in kwargs.items() if k not in ("pixel_values", "image_grid_thw", "num_return_sequences", *per_row)}
-    return generate(**rest, **rows, num_return_sequences=1, cache=cache)  # the rows are the samples already
+    return generate(**rest, **expanded, num_return_sequences=1, cache=cache)  # the rows are the samples already
 
 
 def generate_with_shared_prompts(model: nn.Module, **kwargs):
