@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from pepo.core.checks import check_finite
 from pepo.core.chunking import FLOAT_BYTES, default_chunk_bytes, positions_per_chunk
 
 
@@ -32,10 +33,12 @@ def token_entropy(logits: torch.Tensor, temperature: float = 1.0, chunk_bytes: i
     """
     if logits.dim() != 3:
         raise ValueError(f"token_entropy: logits must be (B, T, V), got shape {tuple(logits.shape)}")
+    check_finite("token_entropy", "temperature", temperature)
     if temperature <= 0:
         raise ValueError(f"token_entropy: temperature must be > 0, got {temperature}")
     if chunk_bytes is None:
         chunk_bytes = default_chunk_bytes(logits.device)
+    check_finite("token_entropy", "chunk_bytes", chunk_bytes)
     if chunk_bytes <= 0:
         raise ValueError(f"token_entropy: chunk_bytes must be > 0, got {chunk_bytes}")
     flat = logits.reshape(-1, logits.shape[-1])  # (B*T, V), a view when logits are contiguous

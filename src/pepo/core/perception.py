@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from pepo.core.checks import check_finite
 from pepo.core.chunking import FLOAT_BYTES, default_chunk_bytes, positions_per_chunk
 
 NORM_EPS = 1e-12  # x / max(||x||, 1e-12), as torch.nn.functional.normalize
@@ -172,11 +173,13 @@ class PerceptionAccumulator:
         if vision_mask.dim() != 2:
             raise ValueError(f"perception_scores: vision_mask must be (B, S), got shape {tuple(vision_mask.shape)}")
         B, S = vision_mask.shape
+        check_finite("perception_scores", "logits_to_keep", logits_to_keep)
         T = int(logits_to_keep)
         if not 0 < T <= S:
             raise ValueError(f"perception_scores: logits_to_keep must be in [1, S={S}], got {T}")
         if chunk_bytes is None:
             chunk_bytes = default_chunk_bytes(vision_mask.device)
+        check_finite("perception_scores", "chunk_bytes", chunk_bytes)
         if chunk_bytes <= 0:
             raise ValueError(f"perception_scores: chunk_bytes must be > 0, got {chunk_bytes}")
         self.shape, self.T, self.layers = (B, S), T, 0

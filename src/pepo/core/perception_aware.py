@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import torch
 
+from pepo.core.checks import check_finite
+
 # Clamps of the released code (verl core_algos.compute_kl "low_var_kl"; VPPO dp_actor)
 LOG_RATIO_CLAMP = 20.0
 PAPO_KL_CLAMP = (-10.0, 10.0)
@@ -97,6 +99,8 @@ def papo_regulariser(
         ``(scalar term, (B, T) detached KL_prcp)``: each mean is a token mean over this micro-batch's
         counted tokens (the released code's ``masked_mean`` / ``loss_avg_mode="token"``).
     """
+    for name, value in (("gamma", gamma), ("eta_ori", eta_ori), ("eta_aug", eta_aug)):
+        check_finite("papo_regulariser", name, value)
     valid = completion_mask.bool()
     image_tokens = _image_token_mask(completion_mask, has_image)
     kl_prcp = k3_estimate(masked_logps.detach(), logps, PAPO_KL_CLAMP)
@@ -110,6 +114,7 @@ def papo_regulariser(
 
 def entropy_penalty(logps: torch.Tensor, completion_mask: torch.Tensor, coef: float) -> torch.Tensor:
     """``coef * mean(-log pi_theta(o_t))`` over the counted tokens: VPPO's entropy penalty (scalar)."""
+    check_finite("entropy_penalty", "coef", coef)
     return coef * masked_token_mean(-logps.float(), completion_mask.bool())
 
 

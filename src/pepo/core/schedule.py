@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from pepo.core.checks import check_finite
+
 
 def progressive_lambda(step: int, max_steps: int) -> float:
     """Mixing coefficient ``lambda = min(1, step / max_steps)`` in ``[0, 1]``.
@@ -18,6 +20,8 @@ def progressive_lambda(step: int, max_steps: int) -> float:
         step: the optimiser's global step (0 at the start of training).
         max_steps: total optimiser steps of the run; must be positive.
     """
+    check_finite("progressive_lambda", "step", step)
+    check_finite("progressive_lambda", "max_steps", max_steps)
     if max_steps <= 0:
         raise ValueError(f"progressive_lambda: max_steps must be > 0, got {max_steps}")
     if step < 0:
@@ -36,6 +40,7 @@ def loss_multiplier(weights: torch.Tensor, lam: float) -> torch.Tensor:
         ``(B, T)`` tensor, same dtype as ``weights``. Since ``weights`` has mean 1 over a row's
         valid tokens, so does the multiplier, for every ``lam``.
     """
+    check_finite("loss_multiplier", "lam", lam)
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"loss_multiplier: lam must be in [0, 1], got {lam}")
     return (1.0 - lam) + lam * weights

@@ -15,6 +15,7 @@ Reference: Li, Kuang et al., "Perception-Exploration Policy Optimization", arXiv
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig
@@ -142,18 +143,22 @@ class PEPOConfig(GRPOConfig, PerceptionAwareArguments):
         super().__post_init__()
         if self.weighting not in weighting_choices():
             raise ValueError(f"weighting={self.weighting!r}: choose one of {weighting_choices()}")
-        if self.gate_alpha < 0:
-            raise ValueError(f"gate_alpha={self.gate_alpha}: must be >= 0 (the paper uses 0.05)")
-        if self.gate_temperature <= 0:
-            raise ValueError(f"gate_temperature={self.gate_temperature}: must be > 0 (public recipes use 1.8)")
+        # `not x >= 0` rather than `x < 0`: NaN fails every comparison, so only this form refuses it
+        if not (math.isfinite(self.gate_alpha) and self.gate_alpha >= 0):
+            raise ValueError(f"gate_alpha={self.gate_alpha}: must be a finite number >= 0 (the paper uses 0.05)")
+        if not (math.isfinite(self.gate_temperature) and self.gate_temperature > 0):
+            raise ValueError(
+                f"gate_temperature={self.gate_temperature}: must be a finite number > 0 (public recipes use 1.8)"
+            )
         if self.perception_measure not in PERCEPTION_MEASURES:
             raise ValueError(f"perception_measure={self.perception_measure!r}: choose one of {PERCEPTION_MEASURES}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule={self.schedule!r}: choose one of {SCHEDULES}")
         if self.on_nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"on_nonfinite={self.on_nonfinite!r}: choose one of {NONFINITE_POLICIES}")
-        if self.dynamic_sampling_max_rounds < 0:
-            raise ValueError(f"dynamic_sampling_max_rounds={self.dynamic_sampling_max_rounds}: must be >= 0")
+        rounds = self.dynamic_sampling_max_rounds
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
+            raise ValueError(f"dynamic_sampling_max_rounds={rounds!r}: must be a whole number >= 0")
         if self.weighting != "none" and self.loss_type not in ("grpo", "bnpo", "dr_grpo", "dapo"):
             raise ValueError(
                 f"weighting={self.weighting!r} with loss_type={self.loss_type!r}: PEPO weights the clipped "

@@ -33,6 +33,7 @@ masking, per generation batch).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -45,6 +46,10 @@ from pepo.patch_masking import black_row, blacken_patches, check_patch_processor
 PERCEPTION_AWARE_METHODS = ("none", "papo", "vppo")
 DEFAULT_MASK_PROB = {"papo": 0.6, "vppo": 0.5}
 DEPENDENCY_PERCENTILES = (0, 20, 40, 60, 80, 100)
+# the numeric fields of PerceptionAwareArguments (mask_prob may be None: the method's default)
+PERCEPTION_AWARE_NUMBERS = (
+    "mask_prob", "papo_gamma", "papo_eta_ori", "papo_eta_aug", "vppo_k", "vppo_beta_min", "vppo_entropy_coef",
+)
 # batch keys added at rollout time
 MASKED_LOGPS = "papo_masked_logps"
 HAS_IMAGE = "perception_aware_has_image"
@@ -106,6 +111,10 @@ class PerceptionAwareArguments:
         method = self.perception_aware
         if method not in PERCEPTION_AWARE_METHODS:
             raise ValueError(f"perception_aware={method!r}: choose one of {PERCEPTION_AWARE_METHODS}")
+        for name in PERCEPTION_AWARE_NUMBERS:  # NaN passes every range check below, so finiteness first, always
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ValueError(f"{name}={value!r}: must be a finite number")
         if method == "none":
             return
         if self.weighting != "none":
