@@ -41,6 +41,7 @@ from trl.models.utils import disable_gradient_checkpointing
 
 from pepo.core import entropy_penalty, papo_regulariser, visual_dependency, vppo_advantages
 from pepo.trainer.clock import PEPOClock
+from pepo.trainer.handshake import TRLContractError
 from pepo.patch_masking import black_row, blacken_patches, check_patch_processor, random_patch_masks
 
 PERCEPTION_AWARE_METHODS = ("none", "papo", "vppo")
@@ -246,6 +247,9 @@ class PerceptionAwareMixin:
             loss = super()._compute_loss(model, inputs)
         finally:
             captured, self._pa_captured = self._pa_captured, None
+        if not captured:  # the term would be computed on nothing: stop, as PEPO's handshake does
+            raise TRLContractError("GRPOTrainer._compute_loss did not call _get_per_token_logps_and_entropies with "
+                                   "compute_entropy=True, where PAPO / VPPO read the policy's log-probs")
         logps, mask, has_image = captured[0], self._loss_mask(inputs), inputs[HAS_IMAGE]
         args = self.args
         if args.perception_aware == "papo":

@@ -59,11 +59,12 @@ from transformers import PreTrainedModel
 from trl import GRPOTrainer
 from trl.extras.profiling import profiling_decorator
 
-from pepo.core import PerceptionAccumulator, loss_multiplier, progressive_lambda, token_weights
+from pepo.core import WEIGHTING_MODES, PerceptionAccumulator, loss_multiplier, progressive_lambda, token_weights
 from pepo.trainer.capture import HiddenStateCapture, PromptJoin, language_model_of
 from pepo.trainer.clock import PEPOClock
 from pepo.trainer.config import PEPOConfig
 from pepo.trainer.dynamic_sampling import DynamicSampler
+from pepo.trainer.handshake import WeightHandshake, check_trl_overrides
 from pepo.trainer.mixed_batches import ignore_empty_image_inputs
 from pepo.trainer.perception_aware import PerceptionAwareMixin
 from pepo.image_tokens import image_token_mask, resolve_image_token_id
@@ -75,9 +76,6 @@ from pepo.modeling import freeze_vision, is_peft_model
 logger = logging.getLogger(__name__)
 
 PERCENTILES = (0, 20, 40, 60, 80, 100)
-# weighting modes whose token weights use the perception prior (the image); the perception itself is
-# also computed under weighting "none" with log_signals, for the curves only
-PERCEPTION_WEIGHTED_MODES = ("pepo", "perception")
 
 
 class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
@@ -94,6 +92,7 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
         config = kwargs.get("args", args[2] if len(args) > 2 else None)
         if not isinstance(config, PEPOConfig):
             raise TypeError(f"PEPOTrainer needs args=PEPOConfig(...), got {type(config).__name__}")
+        check_trl_overrides(GRPOTrainer)  # before any model work: the TRL methods overridden here are as written for
         super().__init__(*args, **kwargs)
         model = self.accelerator.unwrap_model(self.model)
         for policy_or_reference in (model, getattr(self, "ref_model", None)):
@@ -108,35 +107,35 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
             freeze_vision(model, config.freeze_vision_tower, config.freeze_projector)
         config_of_model = (model.get_base_model() if is_peft_model(model) else model).config
         self.image_token_id = resolve_image_token_id(config_of_model, self.processing_class, config.image_token)
-        if config.weighting in PERCEPTION_WEIGHTED_MODES and self.image_token_id is None:
+        # what the weighting mode declared it needs (None: weighting "none", the base algorithm)
+        self._weighting_mode = WEIGHTING_MODES.get(config.weighting)
+        if self._weighting_mode is not None and self._weighting_mode.needs_perception and self.image_token_id is None:
             warnings.warn(
                 f"weighting={config.weighting!r} but no image token was found for {type(model).__name__}: every "
                 "row is treated as text-only and gets weight 1 (plain base algorithm). Set image_token=...",
                 stacklevel=2,
             )
         self._sharing_backbones: dict[int, Any] = {}  # id(model) -> its Qwen2-VL-family backbone, or None
-        self._pepo_armed: dict[str, Any] | None = None  # the inputs of the loss whose forward we weight
+        self._weight_handshake = WeightHandshake()  # how the weights reach TRL's loss: pepo.trainer.handshake
         self._pepo_clock = PEPOClock()  # PEPO's own compute, per optimiser step
         self._dynamic_sampler = DynamicSampler(self) if config.dynamic_sampling else None
 
     # ---- the loss -------------------------------------------------------------------------------
 
-    def _compute_loss(self, model, inputs):
-        if self.args.weighting == "none" and not self.args.log_signals:
-            return super()._compute_loss(model, inputs)
-        # A shallow copy: TRL reuses buffered inputs across iterations, and we replace "advantages".
-        inputs = dict(inputs)
-        self._pepo_armed = inputs
-        try:
-            return super()._compute_loss(model, inputs)
-        finally:
-            self._pepo_armed = None
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """TRL's loss on a copy of ``inputs`` whose advantages the loss's policy forward makes per-token
+        (:mod:`pepo.trainer.handshake`: steps 1 and 4; raises ``TRLContractError`` if they were not)."""
+        if self._weighting_mode is None and not self.args.log_signals:  # the base algorithm, TRL's code alone
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        # a copy: TRL reuses buffered inputs across iterations, and the forward replaces "advantages"
+        with self._weight_handshake.loss(inputs, writes_advantages=self._weighting_mode is not None) as loss_inputs:
+            return super().compute_loss(model, loss_inputs, return_outputs, num_items_in_batch)
 
     @profiling_decorator
     def _get_per_token_logps_and_entropies(
         self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, **kwargs
     ):
-        armed = self._pepo_armed
+        loss_inputs = self._weight_handshake.take(compute_entropy)  # the open loss's, if this is its policy forward
 
         def forward(on_prefix=None):
             scored = self._shared_prompt_model(model, logits_to_keep, on_prefix)
@@ -145,21 +144,20 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
                 compute_entropy=compute_entropy, **kwargs,
             )
 
-        # Only the policy forward of the loss asks for entropies while armed; ref / old log-probs run elsewhere.
-        if armed is None or not compute_entropy:
+        if loss_inputs is None:  # not a loss's policy forward: reference model, old log-probs, PAPO / VPPO
             return forward()
-        self._pepo_armed = None  # exactly one forward per loss
         vision_mask = image_token_mask(input_ids, self.image_token_id)
-        wants_perception = self.args.weighting in PERCEPTION_WEIGHTED_MODES or self.args.weighting == "none"
+        # the mode's declared need; "none" with log_signals reads the perception for the curves
+        wants_perception = self._weighting_mode is None or self._weighting_mode.needs_perception
         if wants_perception and self.image_token_id is not None:
             out, perception = self._forward_with_perception(forward, model, vision_mask, logits_to_keep, batch_size)
         else:
             out, perception = forward(), None
-        entropies = out[1]
+        entropies = self._weight_handshake.entropies_of(out, input_ids.size(0), logits_to_keep)
         with self._pepo_clock.measure(entropies.device):
             if perception is None:
                 perception = torch.zeros_like(entropies, dtype=torch.float32)
-            self._apply_token_weights(armed, perception, entropies, vision_mask.any(1))
+            self._apply_token_weights(loss_inputs, perception, entropies, vision_mask.any(1))  # writes "advantages"
         return out
 
     def _shared_prompt_model(self, model, logits_to_keep, on_prefix=None):
@@ -219,7 +217,7 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
         if self.args.weighting == "none":  # log_signals: the base algorithm's signals, logged, advantages untouched
             self._log_pepo_metrics(perception, entropies, None, mask.bool(), has_image, None)
             return
-        uses_image = self.args.weighting in PERCEPTION_WEIGHTED_MODES
+        image_rows_only = self._weighting_mode.image_rows_only  # as the mode declared
         valid = mask.bool()
         # NaN/inf in the hidden states or logits shows up here: one isfinite over the (B, T) signals
         bad_rows = ((~torch.isfinite(perception) | ~torch.isfinite(entropies)) & valid).any(1)
@@ -230,7 +228,7 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
             perception, entropies, valid = self._nonfinite_rows(inputs, bad_rows, perception, entropies, valid)
         weights = token_weights(
             perception, entropies, mask, self.args.gate_alpha, self.args.gate_temperature, self.args.weighting,
-            has_image=has_image if uses_image else None,
+            has_image=has_image if image_rows_only else None,
         )
         weights = torch.where(bad_rows.unsqueeze(1) & mask.bool(), 1.0, weights)  # skipped rows: base algorithm
         lam = self.pepo_lambda()
