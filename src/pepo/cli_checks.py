@@ -9,6 +9,7 @@ and returns 2, with no traceback. ``KeyboardInterrupt`` is reported in one line 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ __all__ = [
     "check_out_dir",
     "check_out_file",
     "check_sampling",
+    "finite_float",
     "interrupted",
 ]
 
@@ -41,9 +43,21 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def finite_float(text: str) -> float:
+    """argparse ``type``: a float, refusing ``nan`` and ``inf`` (which ``float`` accepts and every range
+    check lets through or past): ``argument --x: must be a finite number, got 'nan'``, exit 2."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def check_at_least(name: str, value: int | float | None, minimum: int | float) -> None:
-    """``--name`` must be >= ``minimum`` (``None``: not given, nothing to check)."""
-    if value is not None and value < minimum:
+    """``--name`` must be >= ``minimum`` (``None``: not given, nothing to check); NaN is refused too."""
+    if value is not None and not value >= minimum:
         raise ArgumentError(f"{name} must be >= {minimum}, got {value}")
 
 

@@ -1,9 +1,16 @@
 """`pepo analyze` argument handling (the end-to-end run is in test_analyze_end_to_end.py)."""
 
+import argparse
 import json
+import math
 from pathlib import Path
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from pepo.cli import main as pepo_main
+from pepo.cli_checks import ArgumentError, check_at_least, finite_float
 
 
 def test_needs_a_model_or_runs(tmp_path, capsys):
@@ -55,3 +62,32 @@ def test_analyze_weights_default_to_the_recipes():
         config = yaml.safe_load((Path(__file__).parents[2] / "recipes" / recipe).read_text())
         assert (args.gate_temperature, args.gate_alpha, args.weighting) == (
             config["gate_temperature"], config["gate_alpha"], config["weighting"]), recipe
+
+
+@pytest.mark.parametrize("option", ["--gate-alpha", "--gate-temperature", "--temperature", "--top-p"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_nan_and_inf_are_refused_in_one_line(tmp_path, capsys, option, value):
+    # before issue 25: --gate-temperature nan wrote weights 0, --gate-alpha inf NaN weights, exit 0
+    out = tmp_path / "o"
+    with pytest.raises(SystemExit) as exited:  # argparse's own error, made one line by OneLineParser
+        pepo_main(["analyze", "--runs", str(tmp_path), "--out", str(out), f"{option}={value}"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        f"pepo analyze: argument {option}: must be a finite number, got {value!r} (see pepo analyze --help)\n")
+    assert not out.exists()
+
+
+@settings(max_examples=30, deadline=None)
+@given(value=st.floats(allow_nan=True, allow_infinity=True))
+def test_finite_float_accepts_exactly_the_finite_floats(value):
+    text = repr(value)
+    if math.isfinite(value):
+        assert finite_float(text) == value
+    else:
+        with pytest.raises(argparse.ArgumentTypeError, match="must be a finite number"):
+            finite_float(text)
+
+
+def test_check_at_least_refuses_nan():
+    with pytest.raises(ArgumentError, match="--top-k must be >= 1, got nan"):
+        check_at_least("--top-k", float("nan"), 1)

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -162,3 +164,105 @@ def test_registry_extension_and_errors():
         pepo.token_weights(torch.zeros(1, 1), torch.zeros(1, 1), torch.ones(1, 1), gate_temperature=0)
     with pytest.raises(ValueError, match="share one"):
         pepo.token_weights(torch.zeros(1, 2), torch.zeros(1, 1), torch.ones(1, 1))
+
+
+NONFINITE = [float("nan"), float("inf"), -float("inf")]
+
+
+@pytest.mark.parametrize("bad", NONFINITE)
+@pytest.mark.parametrize("name", ["gate_alpha", "gate_temperature"])
+def test_nan_and_inf_gate_parameters_are_refused(name, bad):
+    # before issue 25, gate_alpha=nan returned all-zero weights and gate_temperature=nan too
+    with pytest.raises(ValueError, match=f"token_weights: {name} must be a finite number, got {bad!r}"):
+        pepo.token_weights(torch.randn(2, 3), torch.rand(2, 3), torch.ones(2, 3), **{name: bad})
+
+
+@pytest.mark.parametrize("mode", MODES)
+@settings(max_examples=40, deadline=None)
+@given(inputs=weight_inputs(), alpha=st.floats(allow_nan=True, allow_infinity=True),
+       tau=st.floats(allow_nan=True, allow_infinity=True))
+def test_any_gate_parameters_give_unit_mean_weights_or_an_error(mode, inputs, alpha, tau):
+    v, h, mask, _, _ = inputs
+    if not (math.isfinite(alpha) and alpha >= 0 and math.isfinite(tau) and tau > 0):
+        with pytest.raises(ValueError, match="gate_(alpha|temperature)"):
+            pepo.token_weights(v, h, mask, alpha, tau, mode)
+        return
+    try:
+        w = pepo.token_weights(v, h, mask, alpha, tau, mode)
+    except RuntimeError as error:  # an extreme alpha / tau can overflow the scores: refused, never returned
+        assert "not finite with mean 1" in str(error)
+        return
+    row_mean = (w * mask).sum(1) / mask.sum(1)
+    assert w.dtype == torch.float32 and torch.isfinite(w).all()
+    torch.testing.assert_close(row_mean, torch.ones_like(row_mean), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", NONFINITE)
+@pytest.mark.parametrize("signal", ["perception", "entropy"])
+def test_a_nonfinite_signal_on_a_valid_token_raises_and_on_padding_does_not(signal, bad):
+    v, h, mask = torch.randn(2, 4), torch.rand(2, 4), torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    signals = {"perception": v, "entropy": h}
+    signals[signal][0, 3] = bad  # padding: its content never matters
+    pepo.token_weights(signals["perception"], signals["entropy"], mask)
+    signals[signal][1, 2] = bad
+    with pytest.raises(RuntimeError, match="not finite with mean 1"):
+        pepo.token_weights(signals["perception"], signals["entropy"], mask)
+
+
+@pytest.mark.parametrize("score", [float("nan"), float("inf"), -float("inf")])
+def test_a_mode_whose_scores_break_the_unit_mean_raises(score):
+    @register_weighting_mode("test_broken", needs_entropy=False)
+    def broken(perception, entropy, valid, gate_alpha):
+        return torch.where(torch.arange(perception.size(0)).unsqueeze(1) == 1, score, perception)
+
+    try:
+        with pytest.raises(RuntimeError, match="mode 'test_broken' gave weights that are not finite with mean 1"):
+            pepo.token_weights(torch.randn(2, 3), None, torch.ones(2, 3), mode="test_broken")
+    finally:
+        del WEIGHTING_MODES["test_broken"]
+
+
+def test_a_mode_gets_only_the_signals_it_declares():
+    seen = {}
+
+    @register_weighting_mode("test_entropy_only", needs_perception=False, image_rows_only=False)
+    def entropy_only(perception, entropy, valid, gate_alpha):
+        seen.update(perception=perception, entropy=entropy)
+        return entropy
+
+    try:
+        h = torch.rand(2, 3)
+        w = pepo.token_weights(None, h, torch.ones(2, 3), mode="test_entropy_only")
+        assert seen["perception"] is None and torch.equal(seen["entropy"], h)
+        torch.testing.assert_close(w.mean(1), torch.ones(2))
+        pepo.token_weights(torch.randn(2, 3), h, torch.ones(2, 3), mode="test_entropy_only")
+        assert seen["perception"] is None  # given, but not declared: still None
+        with pytest.raises(ValueError, match="mode 'pepo' needs perception, got None"):
+            pepo.token_weights(None, h, torch.ones(2, 3))
+    finally:
+        del WEIGHTING_MODES["test_entropy_only"]
+
+
+def test_builtin_modes_declare_what_they_read():
+    needs = {name: (m.needs_perception, m.needs_entropy, m.image_rows_only) for name, m in WEIGHTING_MODES.items()}
+    assert needs == {"pepo": (True, True, True), "perception": (True, False, True), "exploration": (False, True, False)}
+    # each runs on exactly what it declares: an undeclared signal as None does not break it
+    v, h, mask = torch.randn(2, 4), torch.rand(2, 4), torch.ones(2, 4)
+    for name, mode in WEIGHTING_MODES.items():
+        pepo.token_weights(v if mode.needs_perception else None, h if mode.needs_entropy else None, mask, mode=name)
+
+
+def test_registration_checks():
+    with pytest.raises(TypeError, match="needs_perception must be True or False"):
+        register_weighting_mode("test_bad", needs_perception="yes")
+
+    @register_weighting_mode("test_shape")
+    def wrong_shape(perception, entropy, valid, gate_alpha):
+        return perception[:, :1]
+
+    try:
+        with pytest.raises(ValueError, match=r"mode 'test_shape' returned \(2, 1\), expected a \(2, 3\) tensor"):
+            pepo.token_weights(torch.randn(2, 3), torch.rand(2, 3), torch.ones(2, 3), mode="test_shape")
+    finally:
+        del WEIGHTING_MODES["test_shape"]
+    assert "test_bad" not in WEIGHTING_MODES

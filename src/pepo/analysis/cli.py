@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from pepo.cli_checks import ArgumentError, OneLineParser, check_at_least, check_out_dir, interrupted
+from pepo.cli_checks import ArgumentError, OneLineParser, check_at_least, check_out_dir, finite_float, interrupted
 from pepo.evaluation.cli import add_question_arguments, check_question_arguments, prepare_questions, refuse
 
 __all__ = ["main"]
@@ -33,8 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--measure", choices=PERCEPTION_MEASURES, default="cosine",
                         help="similarity measure of the figures and the weights (the CSVs hold all) [cosine]")
     parser.add_argument("--weighting", choices=sorted(WEIGHTING_MODES), default="pepo", help="weighting mode of the weights [pepo]")
-    parser.add_argument("--gate-alpha", type=float, default=0.05, help="gate strength alpha of the weights [0.05]")
-    parser.add_argument("--gate-temperature", type=float, default=1.8,
+    parser.add_argument("--gate-alpha", type=finite_float, default=0.05, help="gate strength alpha of the weights [0.05]")
+    parser.add_argument("--gate-temperature", type=finite_float, default=1.8,
                         help="gate temperature tau of the weights (the recipes' value) [1.8]")
     parser.add_argument("--no-shift", action="store_true", help="skip the second forward without the image (Figure 3 shift)")
     parser.add_argument("--runs", nargs="+", default=None, metavar="RUN_DIR",

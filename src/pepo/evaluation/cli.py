@@ -30,6 +30,7 @@ from pepo.cli_checks import (
     check_model_dir,
     check_out_file,
     check_sampling,
+    finite_float,
     interrupted,
 )
 
@@ -74,9 +75,9 @@ def add_question_arguments(parser: argparse.ArgumentParser, *, required: bool) -
     parser.add_argument("--allow-absolute-paths", action="store_true", help="accept absolute image paths in the data")
     parser.add_argument("--skip-invalid", action="store_true", help="skip (and list) bad records instead of stopping")
     parser.add_argument("--n", type=int, default=8, help="responses sampled per question (avg@N) [8]")
-    parser.add_argument("--temperature", type=float, default=1.0,
+    parser.add_argument("--temperature", type=finite_float, default=1.0,
                         help="sampling temperature; 0 = greedy, with --n 1 (pepo analyze: > 0, also the entropy's) [1.0]")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling top_p [1.0]")
+    parser.add_argument("--top-p", type=finite_float, default=1.0, help="nucleus sampling top_p [1.0]")
     parser.add_argument("--max-new-tokens", type=int, default=1024, help="tokens per response [1024]")
     parser.add_argument("--batch-size", type=int, default=8, help="questions per generate call [8]")
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions (N >= 1)")
