@@ -143,13 +143,14 @@ class PEPOConfig(GRPOConfig, PerceptionAwareArguments):
         super().__post_init__()
         if self.weighting not in weighting_choices():
             raise ValueError(f"weighting={self.weighting!r}: choose one of {weighting_choices()}")
-        # `not x >= 0` rather than `x < 0`: NaN fails every comparison, so only this form refuses it
-        if not (math.isfinite(self.gate_alpha) and self.gate_alpha >= 0):
-            raise ValueError(f"gate_alpha={self.gate_alpha}: must be a finite number >= 0 (the paper uses 0.05)")
-        if not (math.isfinite(self.gate_temperature) and self.gate_temperature > 0):
-            raise ValueError(
-                f"gate_temperature={self.gate_temperature}: must be a finite number > 0 (public recipes use 1.8)"
-            )
+        for name in ("gate_alpha", "gate_temperature"):  # NaN passes `< 0`: finiteness first
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ValueError(f"{name}={value!r}: must be a finite number")
+        if self.gate_alpha < 0:
+            raise ValueError(f"gate_alpha={self.gate_alpha}: must be >= 0 (the paper uses 0.05)")
+        if self.gate_temperature <= 0:
+            raise ValueError(f"gate_temperature={self.gate_temperature}: must be > 0 (public recipes use 1.8)")
         if self.perception_measure not in PERCEPTION_MEASURES:
             raise ValueError(f"perception_measure={self.perception_measure!r}: choose one of {PERCEPTION_MEASURES}")
         if self.schedule not in SCHEDULES:

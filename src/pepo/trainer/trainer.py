@@ -1,7 +1,10 @@
 """``PEPOTrainer``: TRL's ``GRPOTrainer`` with PEPO's token-level advantages (PEPO_SPEC.md 4-6).
 
-What happens in one micro-step of the loss (``_compute_loss``):
+What happens in one micro-step of the loss (``compute_loss``):
 
+0. The weighting mode's registration (:class:`~pepo.core.weights.WeightingMode`) says what it needs:
+   the perception prior (so the hooks below run), the entropies, and whether rows without an image
+   keep weight 1. Nothing here names a mode.
 1. TRL runs the policy forward once, through its fused LM head, for the log-probs and entropies.
    During that same call (and only that one: not the reference model, not the old log-probs)
    :class:`~pepo.trainer.capture.HiddenStateCapture` hands each hidden state, as the language model
@@ -9,7 +12,12 @@ What happens in one micro-step of the loss (``_compute_loss``):
    no-grad, in float32) and keeps nothing: ``v`` is ``perception_scores(hidden states, image-token
    mask)`` bit for bit, without holding the ``L + 1`` tensors.
 2. Under no-grad, in float32: ``w = token_weights(v, entropy, loss mask)``, ``m = (1 - lambda) + lambda * w``.
-3. The advantages handed to TRL's loss become per-token, ``A[b, t] = A_b * m[b, t]``. TRL's
+3. The advantages handed to TRL's loss become per-token, ``A[b, t] = A_b * m[b, t]``, written into
+   the loss's inputs during that forward, before TRL reads them. TRL's loss takes no token-level
+   advantages argument (verl's does), so this is a checked handshake (:mod:`pepo.trainer.handshake`):
+   when TRL's loss returns, a loss whose weights were not made in its policy forward, or whose
+   advantages TRL read elsewhere, raises ``TRLContractError`` (one line naming the TRL version)
+   instead of training the base algorithm. TRL's
    clipped surrogate is ``-min(r A, clip(r) A)``; for ``m >= 0`` that is exactly
    ``m * -min(r A_b, clip(r) A_b)``, i.e. the multiplier on the clipped per-token policy loss. The
    KL term is added afterwards, from the reference log-probs, and is not weighted. Every
@@ -22,9 +30,10 @@ detaching only saves backward work.
 
 TRL methods overridden (each the narrowest place that sees what PEPO needs):
 
-* ``_compute_loss``: marks the one policy forward whose hidden states are wanted, and logs metrics.
-* ``_get_per_token_logps_and_entropies``: runs TRL's forward under the hidden-state hooks and
-  turns its entropies plus the captured hidden states into per-token advantages. With
+* ``compute_loss``: opens the handshake on a copy of the inputs and checks it when TRL's loss returns.
+* ``_get_per_token_logps_and_entropies``: the loss's policy forward (the one call asking for entropies
+  while a loss is open) runs TRL's forward under the hidden-state hooks and turns its entropies plus
+  the captured hidden states into per-token advantages. With
   ``share_prompts`` (default) TRL's forward is handed a :class:`~pepo.prompt_sharing.SharedPromptForward`
   for the model: each group's prompt runs once and the completions continue from its cache; the
   hooks see its two passes joined into the plain forward's hidden states
@@ -43,6 +52,9 @@ TRL methods overridden (each the narrowest place that sees what PEPO needs):
 * ``save_model``: saves the whole weights under FSDP with a sharded state dict (transformers saves nothing).
 * ``_load_from_checkpoint``: resumes the weights through ``from_pretrained``'s key conversion
   (transformers' own resume silently drops every Qwen2.5-VL key).
+
+Each of these (and the mixin's ``_compute_loss``) is checked against the signature it was written
+for when the trainer is built (:func:`~pepo.trainer.handshake.check_trl_overrides`).
 
 Reference: Li, Kuang et al., "Perception-Exploration Policy Optimization", arXiv 2603.22847 (2026).
 """
