@@ -31,12 +31,13 @@ from pepo.core.perception_aware import (
     vppo_advantages,
 )
 from pepo.core.schedule import loss_multiplier, progressive_lambda
-from pepo.core.weights import WEIGHTING_MODES, register_weighting_mode, token_weights
+from pepo.core.weights import WEIGHTING_MODES, WeightingMode, register_weighting_mode, token_weights
 
 __all__ = [
     "PERCEPTION_MEASURES",
     "WEIGHTING_MODES",
     "PerceptionAccumulator",
+    "WeightingMode",
     "default_chunk_bytes",
     "entropy_penalty",
     "k3_estimate",
