@@ -155,6 +155,21 @@ def test_a_trl_that_no_longer_takes_the_weights_stops_the_run(pepo_and_batch, mo
         loss(trainer, inputs)
 
 
+def test_pepos_own_reads_in_the_forward_do_not_hide_a_trl_that_copies_the_inputs(pepo_and_batch, monkeypatch):
+    trainer, inputs = pepo_and_batch
+    original_apply = PEPOTrainer._apply_token_weights
+
+    def apply_and_read(self, loss_inputs, *args, **kwargs):  # e.g. a metric reading the advantages it wrote
+        original_apply(self, loss_inputs, *args, **kwargs)
+        loss_inputs["advantages"]  # noqa: B018 - the read is the point
+
+    monkeypatch.setattr(PEPOTrainer, "_apply_token_weights", apply_and_read)
+    loss(trainer, inputs)  # control
+    monkeypatch.setattr(GRPOTrainer, "_compute_loss", _copies_inputs(GRPOTrainer._compute_loss))
+    with pytest.raises(TRLContractError, match="0 times before its policy forward and 0 times after it"):
+        loss(trainer, inputs)
+
+
 @pytest.mark.parametrize("returned", ["two", "dict"])
 def test_a_changed_return_of_trls_forward_stops_the_run(pepo_and_batch, monkeypatch, returned):
     trainer, inputs = pepo_and_batch

@@ -15,11 +15,12 @@ only be made during (a), and must be in ``inputs`` before (b). The whole path:
 2. In (a), ``PEPOTrainer._get_per_token_logps_and_entropies`` takes the open loss's inputs
    (:meth:`WeightHandshake.take`: only the first call asking for entropies while a loss is open; the
    reference model's and old log-probs' forwards ask for none), checks what TRL's forward returned
-   (:meth:`WeightHandshake.entropies_of`) and writes ``inputs["advantages"] = A_b * m[b, t]``.
-3. TRL reads ``inputs["advantages"]`` in (b); :class:`LossInputs` records that read.
+   (:meth:`WeightHandshake.entropies_of`), writes ``inputs["advantages"] = A_b * m[b, t]`` and says
+   so (:meth:`WeightHandshake.delivered`).
+3. TRL reads ``inputs["advantages"]`` in (b); :class:`LossInputs` counts the reads.
 4. When TRL's loss returns, the handshake raises :class:`TRLContractError` (one line naming the TRL
-   version and what changed) unless step 2 ran exactly once and step 3 read what step 2 wrote, after
-   it. A TRL that stops asking for entropies there, calls another method, copies the inputs, reads the
+   version and what changed) unless step 2 ran exactly once, and TRL read the advantages not before
+   step 2 and at least once after it (pepo's own reads inside step 2 do not count). A TRL that stops asking for entropies there, calls another method, copies the inputs, reads the
    advantages before the forward or returns something else thus stops the run: it never trains the
    base algorithm under PEPO's name. (With ``weighting="none"`` and ``log_signals`` nothing is
    written: step 2 must still run once, for the curves.)
@@ -86,18 +87,16 @@ def check_trl_overrides(base: type) -> None:
 
 class LossInputs(dict):
     """One loss's batch as TRL's loss sees it: a shallow copy that records, for ``"advantages"``, whether
-    PEPO wrote it, how often it was read, and how often after that write."""
+    it was written and how often it was read."""
 
     def __init__(self, inputs: dict[str, Any]):
         super().__init__(inputs)
         self.written = False
         self.reads = 0
-        self.reads_after_write = 0
 
     def _count_read(self, key: str) -> None:
         if key == ADVANTAGES:
             self.reads += 1
-            self.reads_after_write += self.written
 
     def __getitem__(self, key):
         self._count_read(key)
@@ -120,6 +119,7 @@ class WeightHandshake:
         self._open: LossInputs | None = None
         self._forwards = 0  # calls asking for entropies while the loss is open
         self._reads_before_forward = 0  # reads of the advantages before the policy forward took them
+        self._reads_when_delivered: int | None = None  # ... and when it had made them (None: not yet)
 
     @contextmanager
     def loss(self, inputs: dict[str, Any], writes_advantages: bool) -> Iterator[LossInputs]:
@@ -127,7 +127,7 @@ class WeightHandshake:
         if self._open is not None:
             raise RuntimeError("PEPOTrainer: a loss was opened inside another one")
         loss_inputs = LossInputs(inputs)
-        self._open, self._forwards, self._reads_before_forward = loss_inputs, 0, 0
+        self._open, self._forwards, self._reads_before_forward, self._reads_when_delivered = loss_inputs, 0, 0, None
         try:
             yield loss_inputs
         finally:
@@ -144,6 +144,10 @@ class WeightHandshake:
         self._reads_before_forward = self._open.reads  # TRL's; the forward's own reads come after
         return self._open
 
+    def delivered(self, loss_inputs: LossInputs) -> None:
+        """End of step 2: the forward has written the advantages (or, under ``log_signals``, logged)."""
+        self._reads_when_delivered = loss_inputs.reads
+
     @staticmethod
     def entropies_of(out: Any, rows: int, logits_to_keep: int) -> torch.Tensor:
         """The ``(B, T)`` entropies of what TRL's forward returned, ``(logps, entropies, aux_loss)``."""
@@ -158,7 +162,7 @@ class WeightHandshake:
         return out[1]
 
     def _check(self, loss_inputs: LossInputs, writes_advantages: bool) -> None:
-        if self._forwards != 1:
+        if self._forwards != 1 or self._reads_when_delivered is None:
             raise TRLContractError(
                 f"GRPOTrainer._compute_loss called _get_per_token_logps_and_entropies with compute_entropy=True "
                 f"{self._forwards} times, not once (its policy forward)"
@@ -167,8 +171,9 @@ class WeightHandshake:
             return
         if not loss_inputs.written:
             raise TRLContractError("the token weights were not written during GRPOTrainer._compute_loss's policy forward")
-        if self._reads_before_forward or not loss_inputs.reads_after_write:
+        reads_after = loss_inputs.reads - self._reads_when_delivered  # TRL's, after the forward returned
+        if self._reads_before_forward or not reads_after:
             raise TRLContractError(
                 f"GRPOTrainer._compute_loss read inputs['advantages'] {self._reads_before_forward} times before its "
-                f"policy forward and {loss_inputs.reads_after_write} times after it (pepo needs 0 and >= 1)"
+                f"policy forward and {reads_after} times after it (pepo needs 0 and >= 1)"
             )

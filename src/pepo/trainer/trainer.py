@@ -170,6 +170,7 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
             if perception is None:
                 perception = torch.zeros_like(entropies, dtype=torch.float32)
             self._apply_token_weights(loss_inputs, perception, entropies, vision_mask.any(1))  # writes "advantages"
+        self._weight_handshake.delivered(loss_inputs)
         return out
 
     def _shared_prompt_model(self, model, logits_to_keep, on_prefix=None):
