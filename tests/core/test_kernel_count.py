@@ -67,10 +67,22 @@ def test_cpu_policy_chunks_a_large_layer():
     assert sum(large.values()) > sum(small.values())
 
 
+def scores_and_ops(**chunk):
+    # a layer the CPU budget splits into 3 chunks and the accelerator's does whole (T x B x D x 4 bytes = 4.3 MiB)
+    g = torch.Generator().manual_seed(0)
+    hidden = [torch.randn(2, 1110, 512, generator=g) for _ in range(2)]
+    vision = torch.zeros(2, 1110, dtype=torch.bool)
+    vision[:, 2:10] = True
+    with OpCounter() as counter:
+        scores = pepo.perception_scores(hidden, vision, 1100, **chunk)
+    return scores, sum(counter.ops.values())
+
+
 def test_default_budget_per_device():
     assert default_chunk_bytes("cpu") < default_chunk_bytes("cuda") == default_chunk_bytes(torch.device("cuda", 1))
-    # the default is the hidden states' device's: CPU tensors get the CPU budget
-    hidden = [torch.randn(1, 6, 4)]
-    vision = torch.tensor([[True, True, False, False, False, False]])
-    assert torch.equal(pepo.perception_scores(hidden, vision, 2),
-                       pepo.perception_scores(hidden, vision, 2, chunk_bytes=default_chunk_bytes("cpu")))
+    # the default is the hidden states' device's: CPU tensors get the CPU budget, seen in the ops dispatched
+    default, default_ops = scores_and_ops()
+    cpu, cpu_ops = scores_and_ops(chunk_bytes=default_chunk_bytes("cpu"))
+    _, accelerator_ops = scores_and_ops(chunk_bytes=GPU_BUDGET)
+    assert default_ops == cpu_ops != accelerator_ops, (default_ops, cpu_ops, accelerator_ops)
+    assert torch.equal(default, cpu)
