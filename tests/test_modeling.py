@@ -196,21 +196,3 @@ def test_mm_token_type_ids_match_processor_mixin(tiny_vlm_path):
     rows[1][-1] = processor.video_token_id
     ours = processor.create_mm_token_type_ids(rows)
     assert ours == ProcessorMixin.create_mm_token_type_ids(processor, rows) and ours[1][-1] == 2
-
-
-def test_is_peft_model_agrees_with_accelerate_and_is_the_only_one(tiny_vlm_path):
-    from pathlib import Path
-
-    from accelerate.utils import is_peft_model as accelerate_is_peft_model
-
-    from pepo.modeling import is_peft_model
-
-    peft = pytest.importorskip("peft")
-    model, _ = load_model_and_processor(tiny_vlm_path)
-    wrapped = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
-    assert (is_peft_model(model), is_peft_model(wrapped)) == (False, True)
-    assert (accelerate_is_peft_model(model), accelerate_is_peft_model(wrapped)) == (False, True)
-    # one way: nothing in pepo calls accelerate's check (a package-metadata lookup per call)
-    source = Path(__file__).resolve().parents[1] / "src" / "pepo"
-    slow = [str(p) for p in source.rglob("*.py") if "accelerate.utils import is_peft_model" in p.read_text()]
-    assert not slow
