@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
 from PIL import Image
 from transformers import AutoProcessor, ProcessorMixin
 
-from pepo.modeling import QwenVLImageTextProcessor, load_model_and_processor
+from pepo.modeling import QwenVLImageTextProcessor, load_model_and_processor, load_processor
 
 
 def _prompt(processor, question="What colour is the circle ?"):
@@ -28,13 +29,24 @@ def test_load_returns_qwen_vl_and_image_text_processor(tiny_vlm_path):
     assert "video_processor" not in QwenVLImageTextProcessor.get_attributes()
 
 
-def test_auto_processor_resolves_the_saved_class(tiny_vlm_path):
-    # What TRL does when it is given no processing_class.
-    processor = AutoProcessor.from_pretrained(tiny_vlm_path, local_files_only=True)
-    assert type(processor) is QwenVLImageTextProcessor
-    assert isinstance(processor, ProcessorMixin)  # TRL's test for "this is a VLM"
+def test_saved_as_the_stock_class_and_read_back_as_pepos(tiny_vlm_path, tmp_path):
     saved = json.loads((tiny_vlm_path / "processor_config.json").read_text())
-    assert saved["processor_class"] == "QwenVLImageTextProcessor"
+    assert saved["processor_class"] == "Qwen2_5_VLProcessor"  # plain transformers knows it
+    processor = load_processor(tiny_vlm_path)
+    assert type(processor) is QwenVLImageTextProcessor and isinstance(processor, ProcessorMixin)
+    # a checkpoint saved before (naming pepo's class) still loads, through AutoProcessor too (TRL's way)
+    legacy = tmp_path / "legacy"
+    shutil.copytree(tiny_vlm_path, legacy)
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        config = json.loads((legacy / name).read_text())
+        config["processor_class"] = "QwenVLImageTextProcessor"
+        config.pop("video_processor", None)
+        (legacy / name).write_text(json.dumps(config))
+    assert type(load_processor(legacy)) is QwenVLImageTextProcessor
+    assert type(AutoProcessor.from_pretrained(legacy, local_files_only=True)) is QwenVLImageTextProcessor
+    # saved again, it names the stock class: the same files as the original
+    processor.save_pretrained(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "processor_config.json").read_text()) == saved
 
 
 def test_image_pad_expands_to_four_tokens(tiny_vlm_path):

@@ -14,7 +14,9 @@ TRL's VLM handling, generation, PEPO's hidden-state capture) runs on it unchange
 * tokenizer: word-level, trained here with the ``tokenizers`` library on the synthetic task's text,
   with the Qwen special tokens (``<|im_start|>``, ``<|im_end|>``, ``<|vision_start|>``,
   ``<|image_pad|>``, ...) and a Qwen-style chat template;
-* processor: :class:`pepo.modeling.QwenVLImageTextProcessor` (no torchvision video processor).
+* processor: :class:`pepo.modeling.QwenVLImageTextProcessor` (no torchvision video processor),
+  saved under the stock ``Qwen2_5_VLProcessor`` name with a video processor config, so the
+  directory loads in plain transformers like a Qwen2.5-VL download.
 """
 
 from __future__ import annotations
