@@ -351,7 +351,7 @@ def image_size_check(processor: ProcessorMixin) -> Callable[[int, int], str | No
     """``accept(width, height) -> None`` if ``processor``'s image processor takes an image of that
     size, else its error message (e.g. Qwen2-VL's ``absolute aspect ratio must be smaller than 200``).
 
-    Asks the image processor itself, on a black image of each distinct size once (about 1 ms each),
+    Asks the image processor itself, on a black image of each distinct size once,
     so every model family's own limits (aspect ratio, minimum side, ...) are checked without a
     copy of its rules here. For :func:`pepo.data.load_benchmark`'s ``accept_image_size``.
     """
@@ -376,8 +376,8 @@ def image_size_check(processor: ProcessorMixin) -> Callable[[int, int], str | No
 
 
 def is_peft_model(model: torch.nn.Module) -> bool:
-    """``accelerate.utils.is_peft_model`` without its package-metadata lookup (~4 ms a call, once per
-    policy forward): a PEFT model can only exist if ``peft`` has been imported."""
+    """``accelerate.utils.is_peft_model`` without its package-metadata lookup (which it makes on every
+    call, once per policy forward; tests/trainer/test_package_lookups.py): a PEFT model can only exist if ``peft`` has been imported."""
     peft = sys.modules.get("peft")
     return peft is not None and isinstance(model, peft.PeftModel)
 

@@ -46,9 +46,8 @@ UNK = "[UNK]"
 
 # Qwen2-VL's chat template, minus tools and video, with its default system turn. The system turn
 # matters here: without it the image tokens are the first content tokens of every prompt, and the
-# warm start turned them into a constant, image-independent block (vision features' norm grew
-# from 0.3 to 24 while their spread over images stayed ~0.03) and never learned to see in 1200
-# steps; with it, sampled validation accuracy rose from chance (0.25) to 0.36 by step 1200.
+# warm start turned them into a constant, image-independent block (the vision features grew in norm
+# while staying alike over images) and did not learn to see (an early observation, not a committed run).
 CHAT_TEMPLATE = (
     "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant .<|im_end|>\n{% endif %}"
     "{% for message in messages %}"
