@@ -40,7 +40,7 @@ CODE_SPAN = re.compile(r"`[^`]*`")
 NOT_FIGURES = re.compile(r"\d{4}-\d{2}-\d{2}|\b[Ii]ssue \d+|arXiv \d+\.\d+")
 # a number standing alone: not glued to a word, a path or another number on either side
 # (ranges such as 47-51 are two figures; "2-core", "AVX-512" are none)
-FIGURE = re.compile(r"(?<![\w./])(?<![A-Za-z]-)[+-]?\d[\d,]*(?:\.\d+)?(?!\w|-[A-Za-z]|[.,]\d)")
+FIGURE = re.compile(r"(?<![\w./])(?<![A-Za-z]-)[+-]?\d[\d,]*(?:\.\d+)?(?:e[+-]?\d+)?(?!\w|-[A-Za-z]|[.,]\d)")
 FILE_NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
 SCALES = (1, 100, 1000, 1e-3, 1e-6)
 COMMAND = re.compile(r"python |make |pepo |benchmarks/\w+\.py")
@@ -113,8 +113,9 @@ def figures(text: str) -> list[str]:
 
 def in_file(figure: str, values: set[float]) -> bool:
     shown = figure.replace(",", "").lstrip("+-")
-    decimals = len(shown.split(".")[1]) if "." in shown else 0
-    target, tolerance = float(shown), 0.5 * 10**-decimals + 1e-9
+    mantissa, _, exponent = shown.partition("e")
+    decimals = (len(mantissa.split(".")[1]) if "." in mantissa else 0) - int(exponent or 0)
+    target, tolerance = float(shown), 0.5 * 10**-decimals * (1 + 1e-9)
     return any(abs(abs(value) * scale - target) <= tolerance for value in values for scale in SCALES)
 
 
@@ -128,6 +129,7 @@ def test_the_checker_finds_a_figure_missing_from_its_file(tmp_path):
     assert in_file("9:26.75".split(":")[1], values) and in_file("0.22", values) and in_file("21.8", values)
     assert in_file("19,068,672", values) and in_file("19.1", values)  # M
     assert not in_file("557", values) and not in_file("19,068,160", values)
+    assert in_file("1.2e-07", {1.1920928955078125e-07}) and not in_file("1.3e-07", {1.1920928955078125e-07})
     text = "took **557 s** (`python x.py`, 2026-11-30, issue 15) on a 2-core machine, 9:26.75 wall, +5.0%"
     assert figures(text) == ["557", "9", "26.75", "+5.0"]
     assert figures("| shape | ms | old ms | ms / old ms |\n|---|---:|---:|---:|\n| tiny | 0.21 | 0.42 | 0.50 |") == [
