@@ -208,3 +208,18 @@ def test_mm_token_type_ids_match_processor_mixin(tiny_vlm_path):
     rows[1][-1] = processor.video_token_id
     ours = processor.create_mm_token_type_ids(rows)
     assert ours == ProcessorMixin.create_mm_token_type_ids(processor, rows) and ours[1][-1] == 2
+
+
+def test_a_download_laid_out_checkpoint_loads_with_pepos_processor(tiny_vlm_path, tmp_path):
+    # as a Qwen2.5-VL download: the class named in preprocessor_config.json, no processor_config.json
+    download = tmp_path / "download"
+    shutil.copytree(tiny_vlm_path, download)
+    saved = json.loads((download / "processor_config.json").read_text())
+    (download / "processor_config.json").unlink()
+    for name, settings in (("preprocessor_config.json", saved["image_processor"]),
+                           ("video_preprocessor_config.json", saved["video_processor"])):
+        (download / name).write_text(json.dumps({**settings, "processor_class": "Qwen2_5_VLProcessor"}))
+    processor = load_processor(download)
+    assert type(processor) is QwenVLImageTextProcessor and processor.image_processor.merge_size == 2
+    batch = processor(text=[_prompt(processor)], images=[Image.new("RGB", (56, 56))], return_tensors="pt")
+    assert (batch["input_ids"][0] == processor.image_token_id).sum().item() == 4
