@@ -71,8 +71,8 @@ def main() -> int:
         counts = [sum(ops_per_layer(measure, **shape).values()) for shape in SHAPES]
         rows.append({"measure": measure, "ops_per_layer": counts[0], "same_for_every_shape": len(set(counts)) == 1,
                      "ops": dict(sorted(ops_per_layer(measure, **SHAPES[0]).items()))})
-    result = {"command": command(), "commit": commit(), "torch": torch.__version__, "budget": "default_chunk_bytes('cuda')",
-              "shapes": SHAPES, "measures": rows}
+    result = {"command": command(), "commit": commit(), "torch": torch.__version__,
+              "budget": "default_chunk_bytes('cuda')", "shapes": SHAPES, "measures": rows}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "kernel_count.json").write_text(json.dumps(result, indent=1) + "\n")
     print("| measure | kernels per layer | same for every shape |\n|---|---:|---|")

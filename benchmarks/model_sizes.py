@@ -37,7 +37,8 @@ def main() -> int:
             model, _ = load_model_and_processor(build_tiny_vlm(Path(tmp) / str(i), seed=0, **kwargs))
             rows.append({"model": name, "build_tiny_vlm": kwargs, "parameters": sum(p.numel() for p in model.parameters())})
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "model_sizes.json").write_text(json.dumps({"command": command(), "commit": commit(), "models": rows}, indent=1) + "\n")
+    result = {"command": command(), "commit": commit(), "models": rows}
+    (RESULTS / "model_sizes.json").write_text(json.dumps(result, indent=1) + "\n")
     print("| model | build_tiny_vlm arguments | parameters |\n|---|---|---:|")
     for row in rows:
         print(f"| {row['model']} | {row['build_tiny_vlm'] or 'defaults'} | {row['parameters']:,} |")

@@ -377,7 +377,8 @@ def image_size_check(processor: ProcessorMixin) -> Callable[[int, int], str | No
 
 def is_peft_model(model: torch.nn.Module) -> bool:
     """``accelerate.utils.is_peft_model`` without its package-metadata lookup (which it makes on every
-    call, once per policy forward; tests/trainer/test_package_lookups.py): a PEFT model can only exist if ``peft`` has been imported."""
+    call, once per policy forward; tests/trainer/test_package_lookups.py): a PEFT model can only exist
+    if ``peft`` has been imported."""
     peft = sys.modules.get("peft")
     return peft is not None and isinstance(model, peft.PeftModel)
 

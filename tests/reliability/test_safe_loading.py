@@ -1,5 +1,5 @@
-"""Safe loading: no pickle from files a user did not write (a pickle planted in a checkpoint never runs), no remote code unless asked, YAML through
-a safe loader. (Checkpoint weights in safetensors and weights_only=True on resume:
+"""Safe loading: no pickle from files a user did not write (a pickle planted in a checkpoint never
+runs), no remote code unless asked, YAML through a safe loader. (Checkpoint weights in safetensors and weights_only=True on resume:
 test_resume.py::test_resume_restores_the_weights_and_loads_no_pickle; YAML python tags:
 test_bad_input.py::test_pepo_train_refuses_python_tags_in_yaml; image paths outside the image root:
 tests/data/test_geometry3k.py::test_bad_input_names_file_line_and_field[outside_root / absolute_path].)"""
