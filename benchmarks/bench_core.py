@@ -44,6 +44,8 @@ from pathlib import Path
 
 import torch
 
+import provenance
+
 SHAPES = {
     # name: (B, S, T, image tokens, D, hidden-state tensors)
     "tiny": (4, 64, 16, 4, 128, 3),  # the embedded demo's model
@@ -259,7 +261,7 @@ def main() -> int:
         out.write_text(json.dumps({
             "machine": f"{cpu_name()}, {os.cpu_count()} CPU cores, {args.threads} torch thread(s), no GPU",
             "torch": torch.__version__, "baseline": args.baseline, "clock": "process CPU seconds, best of repeats",
-            "repeats": args.repeats, "command": " ".join(["python", *sys.argv]),
+            "repeats": args.repeats, "command": " ".join(["python", *sys.argv]), "commit": provenance.commit(),
             "load_average_at_end": os.getloadavg(), "shapes": {k: SHAPES[k] for k in args.shapes}, **result,
         }, indent=2))
         print(f"wrote {out}")
@@ -330,7 +332,7 @@ def main() -> int:
     Path(args.out).write_text(json.dumps({
         "machine": f"{cpu_name()}, {os.cpu_count()} CPU cores, {args.threads} torch thread(s), no GPU",
         "torch": torch.__version__, "baseline": args.baseline, "load_average_at_end": os.getloadavg(),
-        "command": " ".join(["python", *sys.argv]), "shapes": {k: SHAPES[k] for k in args.shapes},
+        "command": " ".join(["python", *sys.argv]), "commit": provenance.commit(), "shapes": {k: SHAPES[k] for k in args.shapes},
         "perception": results, "entropy": entropy, "scaling": scaling,
     }, indent=2))
     console.print(f"wrote {args.out}")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+import provenance
+
 
 def demo_batch(rows: int, prompt: int = 47, completion: int = 16):
     """input_ids, mm_token_type_ids, image_grid_thw, attention_mask shaped as one demo RL step's."""
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {name: way() for name, way in ways.items()}
     expected, got = results.values()
     assert torch.equal(expected[0], got[0]) and torch.equal(expected[1], got[1]), "the two indices differ"
+    print(f"{provenance.command()}, commit {provenance.commit()}\n")
     print(f"| {args.rows} rows x {ids.shape[1]} tokens | ms per call (mean of {args.repeats}) |\n|---|---|")
     for name, way in ways.items():
         started = time.perf_counter()

@@ -153,6 +153,50 @@ def entropy_table(shapes, reps: int, device: str) -> list[dict]:
     return rows
 
 
+# ---- what the timed code computes ----------------------------------------------------------------
+
+AGREEMENT_SHAPE = (3, 8, 40, 96, 3)  # rows, image tokens, completion tokens, D, hidden states (small: any device)
+
+
+def relative_difference(ours, reference) -> float:
+    return ((ours.double() - reference.double()).abs().max() / reference.double().abs().max()).item()
+
+
+def agreement(device: str) -> dict[str, float]:
+    """Max |difference| / max |reference| of each timed pepo function on ``device``, on a small input:
+    the perception prior per measure against the release's loop computed in float64 (bf16 hidden
+    states; l1 takes the accelerator's sorted-prefix path on a GPU), ``token_entropy`` against the
+    float64 form and against TRL's ``entropy_from_logits``. A fast kernel computing something else
+    shows here."""
+    import torch
+    from bench_core import reference_form
+    from trl.trainer.utils import entropy_from_logits
+
+    import pepo
+
+    B, image, T, D, n = AGREEMENT_SHAPE
+    S = TEXT_TOKENS + image + T
+    g = torch.Generator(device=device).manual_seed(1)
+    hidden = [torch.randn(B, S, D, generator=g, device=device, dtype=torch.bfloat16) for _ in range(n)]
+    vision = torch.zeros(B, S, dtype=torch.bool, device=device)
+    vision[:, 8 : 8 + image] = True
+    vision[-1, 8 + image // 2 : 8 + image] = False  # rows with different image counts
+    differences = {}
+    for measure in MEASURES:
+        ours = pepo.perception_scores(hidden, vision, T, measure=measure)
+        reference = reference_form(hidden, vision, T, measure, torch.float64)
+        differences[f"perception_{measure}"] = relative_difference(ours, reference)
+    logits = (4 * torch.randn(B, T, V_QWEN, generator=g, device=device)).to(torch.bfloat16)
+    x = logits.double()
+    float64 = -(torch.softmax(x, -1) * torch.log_softmax(x, -1)).sum(-1)
+    ours = pepo.token_entropy(logits)
+    differences["entropy_vs_float64"] = relative_difference(ours, float64)
+    differences["entropy_vs_trl"] = relative_difference(ours, entropy_from_logits(logits).float())
+    print("agreement (max |pepo - reference| / max |reference|): " + ", ".join(f"{k} {v:.1e}" for k, v in differences.items()),
+          flush=True)
+    return differences
+
+
 # ---- 3. policy update ---------------------------------------------------------------------------
 
 def update_table(size: dict, device: str) -> tuple[list[dict], dict]:
@@ -276,6 +320,7 @@ def main() -> int:
     started = time.perf_counter()
     result = {"machine": machine_name(args.device), "device": args.device, "scale": scale,
               "command": " ".join(["python", *sys.argv]), "torch": torch.__version__, "reps": reps}
+    result["agreement"] = agreement(args.device)
     if "perception" not in args.skip:
         result["perception"] = perception_table(PERCEPTION_SHAPES[scale], reps, args.device)
     if "entropy" not in args.skip:

@@ -5,7 +5,7 @@
 Builds the demo's tiny Qwen2.5-VL (``pepo.embedded.build_tiny_vlm`` with its defaults, what
 ``pepo demo`` trains) and the two models of ``benchmarks/bench_step.py`` (``--quick`` and full
 size), counts their parameters (tied embeddings counted once, as ``model.parameters()`` yields
-them) and writes ``benchmarks/results/model_sizes.json``.
+them) and writes ``benchmarks/results/model_sizes.json`` with the command and commit.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_step import SIZES
+    from provenance import command, commit
 
     from pepo.embedded import build_tiny_vlm
     from pepo.modeling import load_model_and_processor
@@ -36,7 +37,8 @@ def main() -> int:
             model, _ = load_model_and_processor(build_tiny_vlm(Path(tmp) / str(i), seed=0, **kwargs))
             rows.append({"model": name, "build_tiny_vlm": kwargs, "parameters": sum(p.numel() for p in model.parameters())})
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "model_sizes.json").write_text(json.dumps({"command": "python benchmarks/model_sizes.py", "models": rows}, indent=1) + "\n")
+    result = {"command": command(), "commit": commit(), "models": rows}
+    (RESULTS / "model_sizes.json").write_text(json.dumps(result, indent=1) + "\n")
     print("| model | build_tiny_vlm arguments | parameters |\n|---|---|---:|")
     for row in rows:
         print(f"| {row['model']} | {row['build_tiny_vlm'] or 'defaults'} | {row['parameters']:,} |")

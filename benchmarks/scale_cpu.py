@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import provenance  # noqa: E402  (benchmarks/, this script's folder)
 from tests.scale import replay  # noqa: E402
 from tests.scale.test_multiprocess import GLOO_CONFIG  # noqa: E402
 from tests.scale.test_sharded import FSDP2_CONFIG, ZERO2_CONFIG, launch, results  # noqa: E402
@@ -113,7 +114,7 @@ def main() -> int:
         lines.append(f"| {name}{extra} | {seconds:.0f} | {d['param_diff']:.1e} | {d['param_moved']:.1e} | "
                      f"{d['prior_diff']:.1e} | {d['weight_diff']:.1e} | {d['metric_diff']:.1e} | {d['rows_compared']} |")
     load = os.getloadavg()[0]
-    text = "\n".join(lines) + f"\n\nCommand: `PYTHONPATH=src python benchmarks/scale_cpu.py`; 1-minute load average at the end {load:.1f} (2 cores shared).\n"
+    text = "\n".join(lines) + f"\n\nCommand: `PYTHONPATH=src python benchmarks/scale_cpu.py`; commit {provenance.commit()}; 1-minute load average at the end {load:.1f} (2 cores shared).\n"
     print(text)
     out = ROOT / "benchmarks" / "results" / "scale_cpu.md"
     out.write_text("# benchmarks/scale_cpu.py\n\n" + text)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
 from PIL import Image
 from transformers import AutoProcessor, ProcessorMixin
 
-from pepo.modeling import QwenVLImageTextProcessor, load_model_and_processor
+from pepo.modeling import QwenVLImageTextProcessor, load_model_and_processor, load_processor
 
 
 def _prompt(processor, question="What colour is the circle ?"):
@@ -28,13 +29,24 @@ def test_load_returns_qwen_vl_and_image_text_processor(tiny_vlm_path):
     assert "video_processor" not in QwenVLImageTextProcessor.get_attributes()
 
 
-def test_auto_processor_resolves_the_saved_class(tiny_vlm_path):
-    # What TRL does when it is given no processing_class.
-    processor = AutoProcessor.from_pretrained(tiny_vlm_path, local_files_only=True)
-    assert type(processor) is QwenVLImageTextProcessor
-    assert isinstance(processor, ProcessorMixin)  # TRL's test for "this is a VLM"
+def test_saved_as_the_stock_class_and_read_back_as_pepos(tiny_vlm_path, tmp_path):
     saved = json.loads((tiny_vlm_path / "processor_config.json").read_text())
-    assert saved["processor_class"] == "QwenVLImageTextProcessor"
+    assert saved["processor_class"] == "Qwen2_5_VLProcessor"  # plain transformers knows it
+    processor = load_processor(tiny_vlm_path)
+    assert type(processor) is QwenVLImageTextProcessor and isinstance(processor, ProcessorMixin)
+    # a checkpoint saved before (naming pepo's class) still loads, through AutoProcessor too (TRL's way)
+    legacy = tmp_path / "legacy"
+    shutil.copytree(tiny_vlm_path, legacy)
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        config = json.loads((legacy / name).read_text())
+        config["processor_class"] = "QwenVLImageTextProcessor"
+        config.pop("video_processor", None)
+        (legacy / name).write_text(json.dumps(config))
+    assert type(load_processor(legacy)) is QwenVLImageTextProcessor
+    assert type(AutoProcessor.from_pretrained(legacy, local_files_only=True)) is QwenVLImageTextProcessor
+    # saved again, it names the stock class: the same files as the original
+    processor.save_pretrained(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "processor_config.json").read_text()) == saved
 
 
 def test_image_pad_expands_to_four_tokens(tiny_vlm_path):
@@ -198,19 +210,16 @@ def test_mm_token_type_ids_match_processor_mixin(tiny_vlm_path):
     assert ours == ProcessorMixin.create_mm_token_type_ids(processor, rows) and ours[1][-1] == 2
 
 
-def test_is_peft_model_agrees_with_accelerate_and_is_the_only_one(tiny_vlm_path):
-    from pathlib import Path
-
-    from accelerate.utils import is_peft_model as accelerate_is_peft_model
-
-    from pepo.modeling import is_peft_model
-
-    peft = pytest.importorskip("peft")
-    model, _ = load_model_and_processor(tiny_vlm_path)
-    wrapped = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
-    assert (is_peft_model(model), is_peft_model(wrapped)) == (False, True)
-    assert (accelerate_is_peft_model(model), accelerate_is_peft_model(wrapped)) == (False, True)
-    # one way: nothing in pepo calls accelerate's check (a package-metadata lookup per call)
-    source = Path(__file__).resolve().parents[1] / "src" / "pepo"
-    slow = [str(p) for p in source.rglob("*.py") if "accelerate.utils import is_peft_model" in p.read_text()]
-    assert not slow
+def test_a_download_laid_out_checkpoint_loads_with_pepos_processor(tiny_vlm_path, tmp_path):
+    # as a Qwen2.5-VL download: the class named in preprocessor_config.json, no processor_config.json
+    download = tmp_path / "download"
+    shutil.copytree(tiny_vlm_path, download)
+    saved = json.loads((download / "processor_config.json").read_text())
+    (download / "processor_config.json").unlink()
+    for name, settings in (("preprocessor_config.json", saved["image_processor"]),
+                           ("video_preprocessor_config.json", saved["video_processor"])):
+        (download / name).write_text(json.dumps({**settings, "processor_class": "Qwen2_5_VLProcessor"}))
+    processor = load_processor(download)
+    assert type(processor) is QwenVLImageTextProcessor and processor.image_processor.merge_size == 2
+    batch = processor(text=[_prompt(processor)], images=[Image.new("RGB", (56, 56))], return_tensors="pt")
+    assert (batch["input_ids"][0] == processor.image_token_id).sum().item() == 4

@@ -46,9 +46,9 @@ class DemoSettings:
     sft_target: float = 0.55  # stop the warm start once sampled val accuracy reaches this (mid-jump)
     sft_learning_rate: float = 5e-4  # learns faster than 1e-3 or 2e-3: benchmarks/results/warm_start_search.md
     sft_freeze_vision_tower: bool = True  # train projector + LM only: see pepo.embedded.recipe.warm_start
-    rl_steps: int = 200  # 150 gave +9.6 (GRPO) and +9.9 (PEPO_G) at seed 0; 200 gave GRPO +13.6
+    rl_steps: int = 200  # what the README's demo table (benchmarks/results/demo/report.md) ran
     rl_prompts_per_step: int = 32
-    rl_learning_rate: float = 2e-4  # 3e-4 collapsed in the first experiments; here, 150 steps at 3e-4 gave GRPO +10.3
+    rl_learning_rate: float = 2e-4
     rl_loss_type: str = "dapo"  # for every method: token-level normalisation over the batch
     rl_freeze_vision_tower: bool = True
     num_generations: int = 8

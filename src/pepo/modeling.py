@@ -7,16 +7,18 @@ One function, :func:`load_model_and_processor`, loads any local Hugging Face VLM
 It also defines :class:`QwenVLImageTextProcessor`, the Qwen2-VL family processor without a video
 processor. The stock ``Qwen2_5_VLProcessor`` insists on a video processor, and the Qwen2-VL video
 processor imports torchvision, which does not work on every machine (it does not on the CPU
-machines this project is tested on). Images-only training never needs it. The class is registered
-with ``AutoProcessor`` when this module is imported, so a directory saved with it reloads as it
-(``AutoProcessor.from_pretrained(dir)``), and TRL, which resolves the processor itself when no
-``processing_class`` is given, sees a ``ProcessorMixin`` and therefore treats the model as a VLM.
+machines this project is tested on). Images-only training never needs it. A directory saved with
+it names the stock ``Qwen2_5_VLProcessor`` (and holds a video processor config), so it loads in
+plain transformers like any Qwen2.5-VL download; :func:`load_processor` reads such a checkpoint back
+as the subclass. Pass the processor to TRL as ``processing_class``: resolving it itself, TRL would
+build the stock class (and need torchvision).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import re
 import sys
 import weakref
@@ -56,14 +58,47 @@ def _refuse_videos(processor, videos) -> None:
         )
 
 
-class QwenVLImageTextProcessor(Qwen2_5_VLProcessor):
+class _SavedAsStockProcessor:
+    """Saves a pepo processor subclass under the transformers class it subclasses (``stock``), with a
+    ``video_processor`` entry built from the image processor's settings, as a download of that model
+    has: the checkpoint then loads in plain transformers without pepo (``AutoProcessor`` gives the
+    stock class, whose video processor needs torchvision, as for any Qwen2.5-VL or InternVL
+    checkpoint), and :func:`load_processor` reads it back as the pepo class."""
+
+    stock: type[ProcessorMixin]
+    video_processor_type: str
+    video_settings: tuple[str, ...] = ("image_mean", "image_std", "do_convert_rgb", "do_normalize", "do_rescale",
+                                        "rescale_factor", "do_resize", "resample")
+
+    def to_dict(self) -> dict:
+        output = super().to_dict()
+        output["processor_class"] = self.stock.__name__
+        image = self.image_processor.to_dict()
+        video = {key: image[key] for key in self.video_settings if key in image}
+        output["video_processor"] = {"video_processor_type": self.video_processor_type, **video}
+        return output
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        files = super().save_pretrained(save_directory, *args, **kwargs)
+        # ProcessorMixin stamped the tokenizer's config with type(self).__name__: stamp the stock class instead
+        self.tokenizer._set_processor_class(self.stock.__name__)
+        self.tokenizer.save_pretrained(save_directory)
+        return files
+
+
+class QwenVLImageTextProcessor(_SavedAsStockProcessor, Qwen2_5_VLProcessor):
     """Qwen2-VL / Qwen2.5-VL processor for images and text only (no video processor).
 
     Same prompt expansion as ``Qwen2_5_VLProcessor`` (each ``<|image_pad|>`` becomes
     ``grid_t * grid_h * grid_w / merge_size**2`` copies and ``mm_token_type_ids`` marks them), but
     its ``__init__`` takes only the image processor and the tokenizer, so loading it never builds
-    the torchvision-dependent video processor. Passing ``videos=`` raises.
+    the torchvision-dependent video processor. Passing ``videos=`` raises. Saved as
+    ``Qwen2_5_VLProcessor`` (:class:`_SavedAsStockProcessor`).
     """
+
+    stock = Qwen2_5_VLProcessor
+    video_processor_type = "Qwen2VLVideoProcessor"
+    video_settings = (*_SavedAsStockProcessor.video_settings, "patch_size", "temporal_patch_size", "merge_size")
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
         # Same token bookkeeping as Qwen2_5_VLProcessor.__init__, minus the video processor
@@ -186,11 +221,14 @@ class _ImageCache:
 _IMAGE_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-class InternVLImageTextProcessor(InternVLProcessor):
+class InternVLImageTextProcessor(_SavedAsStockProcessor, InternVLProcessor):
     """InternVL3 processor for images and text only (no video processor), for the same reason as
     :class:`QwenVLImageTextProcessor`: the stock ``InternVLProcessor`` builds a torchvision video
     processor. Same prompt expansion: each ``<IMG_CONTEXT>`` becomes ``<img>``, ``image_seq_length``
-    placeholders per tile, ``</img>``."""
+    placeholders per tile, ``</img>``. Saved as ``InternVLProcessor``."""
+
+    stock = InternVLProcessor
+    video_processor_type = "InternVLVideoProcessor"
 
     def __init__(self, image_processor=None, tokenizer=None, image_seq_length: int = 256, chat_template=None, **kwargs):
         ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kwargs)
@@ -213,8 +251,9 @@ class InternVLImageTextProcessor(InternVLProcessor):
 class _QwenVLImageTextProcessorKey(PretrainedConfig):
     """Registry key only: ``AutoProcessor.register`` wants a config class, and registering under
     the real Qwen2-VL configs would replace the stock processor for every Qwen2-VL checkpoint.
-    A saved ``processor_config.json`` names ``QwenVLImageTextProcessor``, which AutoProcessor then
-    finds among the registered classes by name."""
+    Checkpoints pepo saved before its processors were saved under the stock names have a
+    ``processor_config.json`` naming ``QwenVLImageTextProcessor``, which AutoProcessor then finds
+    among the registered classes by name (e.g. the warm starts under ``~/.cache/pepo``)."""
 
     model_type = "pepo_qwen_vl_image_text"
 
@@ -279,9 +318,32 @@ def load_model_and_processor(
     return model, processor
 
 
+# The stock processors pepo reads back as its images-and-text subclasses (no torchvision video processor).
+IMAGE_TEXT_PROCESSORS: dict[str, type[ProcessorMixin]] = {
+    "Qwen2_5_VLProcessor": QwenVLImageTextProcessor, "InternVLProcessor": InternVLImageTextProcessor,
+}
+
+
+def saved_processor_class(path: str | Path) -> str | None:
+    """The processor class a checkpoint's files name, where transformers looks for it (the newer
+    ``processor_config.json`` first, then the older files), or None."""
+    for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
+        file = Path(path) / name
+        if file.is_file():
+            named = json.loads(file.read_text()).get("processor_class")
+            if named:
+                return named
+    return None
+
+
 def load_processor(path: str | Path, *, trust_remote_code: bool = False) -> ProcessorMixin:
     """The processor of a local checkpoint alone (seconds, no weights): enough to check data against
-    what the model accepts before loading it."""
+    what the model accepts before loading it. A checkpoint naming ``Qwen2_5_VLProcessor`` or
+    ``InternVLProcessor`` gets pepo's images-and-text subclass of it (the same prompts and image
+    tokens; videos refused), so no torchvision is needed."""
+    image_text = IMAGE_TEXT_PROCESSORS.get(saved_processor_class(path))
+    if image_text is not None:
+        return image_text.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
     return AutoProcessor.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
 
 
@@ -289,7 +351,7 @@ def image_size_check(processor: ProcessorMixin) -> Callable[[int, int], str | No
     """``accept(width, height) -> None`` if ``processor``'s image processor takes an image of that
     size, else its error message (e.g. Qwen2-VL's ``absolute aspect ratio must be smaller than 200``).
 
-    Asks the image processor itself, on a black image of each distinct size once (about 1 ms each),
+    Asks the image processor itself, on a black image of each distinct size once,
     so every model family's own limits (aspect ratio, minimum side, ...) are checked without a
     copy of its rules here. For :func:`pepo.data.load_benchmark`'s ``accept_image_size``.
     """
@@ -314,8 +376,9 @@ def image_size_check(processor: ProcessorMixin) -> Callable[[int, int], str | No
 
 
 def is_peft_model(model: torch.nn.Module) -> bool:
-    """``accelerate.utils.is_peft_model`` without its package-metadata lookup (~4 ms a call, once per
-    policy forward): a PEFT model can only exist if ``peft`` has been imported."""
+    """``accelerate.utils.is_peft_model`` without its package-metadata lookup (which it makes on every
+    call, once per policy forward; tests/trainer/test_package_lookups.py): a PEFT model can only exist
+    if ``peft`` has been imported."""
     peft = sys.modules.get("peft")
     return peft is not None and isinstance(model, peft.PeftModel)
 

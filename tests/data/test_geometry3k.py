@@ -10,6 +10,7 @@ from PIL import Image
 from pepo.data import (
     PROMPT_SUFFIX,
     DataError,
+    Record,
     build_prompt,
     load_benchmark,
     load_geometry3k,
@@ -182,3 +183,25 @@ def test_grpo_dataset_is_what_trl_consumes(geo, tiny_vlm_path):
     assert text.count("<|vision_start|><|image_pad|><|vision_end|>") == 1
     assert text.index("<|image_pad|>") < text.index("triangle") and text.endswith("<|im_start|>assistant\n")
     assert render_prompt(processor, filled) == text  # same text once TRL has put the images in
+
+
+def test_grpo_dataset_takes_pil_images_bytes_and_paths(tmp_path):
+    # records built in memory (the demo's, or a reader's that decodes) hold PIL images; datasets encodes them
+    import io
+
+    import numpy as np
+
+    rgb = Image.fromarray(np.arange(24 * 32 * 3, dtype=np.uint8).reshape(24, 32, 3))
+    grey = Image.fromarray(np.arange(20 * 10, dtype=np.uint8).reshape(20, 10), mode="L")
+    png = io.BytesIO()
+    rgb.save(png, format="PNG")
+    path = tmp_path / "on_disk.png"
+    grey.save(path)
+    prompt = build_prompt("<image> <image> What is shown ?", 2)
+    records = [Record(id="pil", prompt=prompt, images=[rgb, grey], solution="a"),
+               Record(id="mixed", prompt=prompt, images=[png.getvalue(), str(path)], solution="b")]
+    dataset = to_grpo_dataset(records)
+    pil_row, mixed_row = dataset[0], dataset[1]
+    for decoded, original in zip(pil_row["images"] + mixed_row["images"], [rgb, grey, rgb, grey]):
+        assert decoded.size == original.size and decoded.mode == original.mode
+        assert np.array_equal(np.asarray(decoded), np.asarray(original))  # lossless: PNG, not JPEG

@@ -13,6 +13,7 @@ from pepo.rewards import (
     get_reward,
     grounding_iou_reward,
     make_grounding_reward,
+    math_verify_accuracy_reward,
     register_reward,
 )
 
@@ -30,6 +31,15 @@ def test_accuracy_on_strings_and_conversations():
         None,
     ]
     assert accuracy_reward(completions, solution=["15"] * 7) == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_math_verify_accuracy_reward_grades_with_math_verify():
+    # a set in another order: math-verify equal, mathruler not; so the reward shows which grader ran
+    completions = ["<think>x</think><answer>$\\{2,1\\}$</answer>", "<think>x</think><answer>$\\{1,3\\}$</answer>", "15"]
+    solution = ["$\\{1,2\\}$"] * 3
+    assert math_verify_accuracy_reward(completions, solution=solution) == [1.0, 0.0, 0.0]
+    assert accuracy_reward(completions, solution=solution) == [0.0, 0.0, 0.0]
+    assert get_reward("accuracy_math_verify") is math_verify_accuracy_reward
 
 
 def test_format_reward():

@@ -149,7 +149,11 @@ def test_unknown_backend_and_bad_timeout_are_refused():
         set_grading_timeout(0)
 
 
-@pytest.mark.skipif(not math_grader.math_verify_available(), reason="math-verify is an optional extra")
 def test_math_verify_backend():
+    # math-verify is in the test extra (pyproject.toml, constraints/cpu.txt): this runs, never skips
+    assert math_grader.math_verify_available()
     assert grade_math("\\frac{1}{2}", "0.5", backend="math_verify") is True
     assert grade_math("3", "0.5", backend="math_verify") is False
+    # set equality up to order: math-verify says equal, mathruler does not, so this shows which one graded
+    assert grade_math("$\\{1,2\\}$", "$\\{2,1\\}$", backend="math_verify") is True
+    assert grade_math("$\\{1,2\\}$", "$\\{2,1\\}$", backend="mathruler") is False

@@ -7,6 +7,7 @@ importable, and run one image + text forward. Run by tests/scale/test_checkpoint
 SITE_PACKAGES is put back on ``sys.path``. Prints a JSON report; saves input ids and logits to OUT.pt.
 """
 
+import importlib.util
 import json
 import sys
 
@@ -28,10 +29,13 @@ except ModuleNotFoundError:
 model = AutoModelForImageTextToText.from_pretrained(checkpoint, local_files_only=True).eval()
 tokenizer = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
 image_processor = AutoImageProcessor.from_pretrained(checkpoint, local_files_only=True)
-processor = AutoProcessor.from_pretrained(checkpoint, local_files_only=True)
 report.update(model=type(model).__name__, tokenizer=type(tokenizer).__name__,
-              image_processor=type(image_processor).__name__, auto_processor=type(processor).__name__,
-              auto_processor_has_image_processor=hasattr(processor, "image_processor"))
+              image_processor=type(image_processor).__name__, torchvision=importlib.util.find_spec("torchvision") is not None)
+try:  # the stock Qwen2.5-VL processor builds a video processor, which needs torchvision
+    processor = AutoProcessor.from_pretrained(checkpoint, local_files_only=True)
+    report.update(auto_processor=type(processor).__name__, auto_processor_has_image_processor=hasattr(processor, "image_processor"))
+except ImportError as error:
+    report.update(auto_processor_error=str(error))
 
 # What Qwen2_5_VLProcessor does, by hand: one <|image_pad|> per merged patch.
 messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is the circle ?"}]}]

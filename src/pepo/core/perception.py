@@ -17,8 +17,8 @@ one coordinate, with the image values ``y_1 <= ... <= y_n`` sorted and ``k`` of 
     sum_j |x - y_j| = x (2k - n) - 2 (y_1 + ... + y_k) + (y_1 + ... + y_n)
 
 so on an accelerator l1 costs a sort of the image tokens and a binary search per response value,
-O((T + |V|) D log|V|), instead of ``torch.cdist``'s O(T |V| D) (whose CUDA kernel for p = 1 took
-0.4-3.5 s per step in issue 15's measurements). On the CPU ``cdist`` stays: there its vectorised loop
+O((T + |V|) D log|V|), instead of ``torch.cdist``'s O(T |V| D) (whose CUDA kernel for p = 1 was the
+slowest part of the prior in issue 15's report). On the CPU ``cdist`` stays: there its vectorised loop
 beat the CPU's binary searches at the shapes of ``benchmarks/bench_core.py``. L2 has no such identity: it builds the
 ``(B, T, |V|)`` distance matrix, in chunks.
 

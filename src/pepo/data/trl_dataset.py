@@ -13,10 +13,21 @@ import json
 from collections.abc import Iterable
 
 import datasets
+from PIL import Image
 
-from pepo.data.records import Record
+from pepo.data.records import ImageSource, Record
 
 __all__ = ["to_grpo_dataset"]
+
+
+def _image_cell(source: ImageSource) -> dict | Image.Image:
+    """What ``datasets.Image`` encodes: a path or encoded bytes as such, a PIL image itself (it
+    writes it as PNG, or in the image's own format); a PIL image in a ``bytes`` field cannot be encoded."""
+    if isinstance(source, str):
+        return {"path": source, "bytes": None}
+    if isinstance(source, bytes):
+        return {"path": None, "bytes": source}
+    return source
 
 
 def to_grpo_dataset(records: Iterable[Record]) -> datasets.Dataset:
@@ -27,7 +38,7 @@ def to_grpo_dataset(records: Iterable[Record]) -> datasets.Dataset:
     columns: dict[str, list] = {
         "id": [r.id for r in records],
         "prompt": [r.prompt for r in records],
-        "images": [[{"path": s, "bytes": None} if isinstance(s, str) else {"path": None, "bytes": s} for s in r.images] for r in records],
+        "images": [[_image_cell(source) for source in r.images] for r in records],
         # a grounding box travels as its JSON text: one column type for every task
         "solution": [r.solution if isinstance(r.solution, str) else json.dumps(r.solution) for r in records],
         "task": [r.task for r in records],

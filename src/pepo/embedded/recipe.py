@@ -52,8 +52,8 @@ def rows_dataset(rows: list[dict[str, Any]], columns: tuple[str, ...]):
     the demo, once per trainer), and every row drawn would then be decoded again. Arrow holds the
     row's index in the ``images`` column, so the trainers' column filters keep it.
 
-    ``datasets`` fingerprints the transform by pickling what it holds: 48000 PIL images took about
-    7 s per trainer. Where every row has one image of one size and mode (the synthetic task), the
+    ``datasets`` fingerprints the transform by pickling what it holds, slow for 48000 PIL images.
+    Where every row has one image of one size and mode (the synthetic task), the
     transform holds their pixels as one array (one buffer to pickle) and hands back equal images."""
     from datasets import Dataset
 
@@ -146,10 +146,8 @@ def warm_start(
     ``freeze_vision_tower`` keeps the vision tower at its initial weights and trains the projector
     (Qwen's ``merger``) and the language model, as LLaVA's first stage does. On the tiny VLM this is
     what lets the warm start learn to see. The random tower already separates what the task asks:
-    a linear probe on its image tokens reads each cell's colour at 100% and its shape at 99%.
-    Trained along with the rest, the tower blurred that (shape probe down to 90%) and sampled
-    validation accuracy stayed at chance (21-27%) for 1200 steps. Frozen, validation accuracy was
-    40% at step 1000 and 69% at step 2000.
+    a linear probe on its image tokens reads each cell's colour and shape
+    (``benchmarks/probe_vision_tower.py``, ``benchmarks/results/bench_demo_seeds.md``).
     Returns the saved checkpoint directory and the validation log."""
     from trl import SFTConfig, SFTTrainer
 

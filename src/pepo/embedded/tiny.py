@@ -14,7 +14,9 @@ TRL's VLM handling, generation, PEPO's hidden-state capture) runs on it unchange
 * tokenizer: word-level, trained here with the ``tokenizers`` library on the synthetic task's text,
   with the Qwen special tokens (``<|im_start|>``, ``<|im_end|>``, ``<|vision_start|>``,
   ``<|image_pad|>``, ...) and a Qwen-style chat template;
-* processor: :class:`pepo.modeling.QwenVLImageTextProcessor` (no torchvision video processor).
+* processor: :class:`pepo.modeling.QwenVLImageTextProcessor` (no torchvision video processor),
+  saved under the stock ``Qwen2_5_VLProcessor`` name with a video processor config, so the
+  directory loads in plain transformers like a Qwen2.5-VL download.
 """
 
 from __future__ import annotations
@@ -44,9 +46,8 @@ UNK = "[UNK]"
 
 # Qwen2-VL's chat template, minus tools and video, with its default system turn. The system turn
 # matters here: without it the image tokens are the first content tokens of every prompt, and the
-# warm start turned them into a constant, image-independent block (vision features' norm grew
-# from 0.3 to 24 while their spread over images stayed ~0.03) and never learned to see in 1200
-# steps; with it, sampled validation accuracy rose from chance (0.25) to 0.36 by step 1200.
+# warm start turned them into a constant, image-independent block (the vision features grew in norm
+# while staying alike over images) and did not learn to see (an early observation, not a committed run).
 CHAT_TEMPLATE = (
     "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant .<|im_end|>\n{% endif %}"
     "{% for message in messages %}"
