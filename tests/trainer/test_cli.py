@@ -65,13 +65,13 @@ def test_cpu_is_the_default_without_a_gpu(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize(("text", "message"), [
     ("max_steps: four\n", "{path}: max_steps: invalid int value: 'four'"),
-    ("max_steps: 4.5\n", "{path}: max_steps: expected int, got 4.5"),
-    ("learning_rate: [1, 2]\n", "{path}: learning_rate: expected float, got [1, 2]"),
+    ("max_steps: 4.5\n", "{path}: max_steps must be a whole number, got 4.5"),
+    ("learning_rate: [1, 2]\n", "{path}: learning_rate must be a number, got [1, 2]"),
     ("learning_rate: fast\n", "{path}: learning_rate: invalid float value: 'fast'"),
-    ("bf16: 1\n", "{path}: bf16: expected true or false, got 1"),
-    ("freeze_vision_tower: [true]\n", "{path}: freeze_vision_tower: expected true or false, got [True]"),
+    ("bf16: 1\n", "{path}: bf16 must be true or false, got 1"),
+    ("freeze_vision_tower: [true]\n", "{path}: freeze_vision_tower must be true or false, got [True]"),
     ("bf16: maybe\n", "{path}: bf16: Truthy value expected: got maybe"),
-    ("gate_alpha: -1\n", "{path}: gate_alpha=-1: must be >= 0"),
+    ("gate_alpha: -1\n", "{path}: gate_alpha must be >= 0, got -1"),
     ("gate_alpah: 0.1\n", "{path}: unknown field(s) gate_alpah: pepo train --help-all lists every field"),
     ("- a list\n", "{path}: a recipe is a YAML mapping of field: value, got list"),
     ("max_steps: [1\n", "{path}: not valid YAML: while parsing a flow sequence in"),

@@ -143,25 +143,12 @@ def _recipe(argv: list[str]) -> tuple[Path | None, dict]:
     return path, config
 
 
-def _check_recipe_types(parser, path: Path, config: dict) -> None:
-    """YAML numbers / booleans where the field wants another type (argparse only converts strings)."""
-    actions = {action.dest: action for action in parser._actions}
-    unknown = [key for key in config if key not in actions and key != "env"]  # env: TrlParser's environment block
+def _check_recipe_fields(parser, path: Path, config: dict) -> None:
+    """Every key of the recipe is a field (the values are checked with the command line's)."""
+    dests = {action.dest for action in parser._actions}
+    unknown = [key for key in config if key not in dests and key != "env"]  # env: TrlParser's environment block
     if unknown:
         raise UsageError(f"{path}: unknown field(s) {', '.join(map(str, unknown))}: pepo train --help-all lists every field")
-    for key, value in config.items():
-        action = actions.get(key)
-        if action is None or value is None or isinstance(value, str):
-            continue  # strings: argparse converts them, and _where names the file in its error
-        wanted = action.type
-        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-        # HfArgumentParser gives bool fields a string_to_bool type (not always the same function object)
-        if getattr(wanted, "__name__", None) == "string_to_bool" and not isinstance(value, bool):
-            raise UsageError(f"{path}: {key}: expected true or false, got {value!r}")
-        if (wanted is int and not (isinstance(value, int) and not isinstance(value, bool))) or (
-            wanted is float and not numeric
-        ):
-            raise UsageError(f"{path}: {key}: expected {wanted.__name__}, got {value!r}")
 
 
 def _where(message: str, argv: list[str], path: Path | None, config: dict) -> str:
@@ -178,14 +165,61 @@ def _where(message: str, argv: list[str], path: Path | None, config: dict) -> st
     return f"--{name}: {match.group(2)}" if message.startswith("argument") else message
 
 
+def _field_source(name: str, on_command_line: set[str], path: Path | None, config: dict) -> str:
+    """``--name`` when the command line sets the field, ``recipe.yaml: name`` when the recipe does."""
+    if name in on_command_line:
+        return f"--{name}"
+    return f"{path}: {name}" if path is not None and name in config else name
+
+
+def _fields_on_command_line(parser, argv: list[str]) -> set[str]:
+    actions = parser._option_string_actions
+    return {actions[a.split("=")[0]].dest for a in argv if a.split("=")[0] in actions}
+
+
+def _without_config(argv: list[str]) -> list[str]:
+    args = list(argv)
+    if "--config" in args:
+        del args[args.index("--config"):args.index("--config") + 2]
+    return args
+
+
+def _check_values(values: dict, on_command_line: set[str], path: Path | None, config: dict) -> None:
+    """Every field's value as the dataclasses would get it (recipe, then command line) checked by
+    :mod:`pepo.trainer.field_checks` before they are built; ``output_dir`` must not be a file."""
+    from trl import ModelConfig
+
+    from pepo.cli_checks import ArgumentError, check_out_dir
+    from pepo.trainer.config import PEPOConfig
+    from pepo.trainer.field_checks import FieldError, check_fields, field_kinds
+
+    try:
+        check_fields(values, field_kinds(TrainScriptArguments, PEPOConfig, ModelConfig))
+        if values.get("output_dir"):
+            check_out_dir(values["output_dir"], _field_source("output_dir", on_command_line, path, config))
+    except FieldError as error:
+        raise UsageError(f"{_field_source(error.name, on_command_line, path, config)} {error.text}") from None
+    except ArgumentError as error:
+        raise UsageError(str(error)) from None
+
+
 def parse(argv: list[str]):
     """``(script_args, training_args, model_args)`` from ``argv`` (``--config file.yaml`` allowed).
 
-    Raises :class:`UsageError` naming the recipe file and field for a value of the wrong type."""
+    Raises :class:`UsageError` naming the recipe file (or ``--field``), the field, its value and what
+    it must be, for every value the recipe or the command line sets, before a dataclass is built."""
     parser = _parser()
     path, config = _recipe(argv)
     if path is not None:
-        _check_recipe_types(parser, path, config)
+        _check_recipe_fields(parser, path, config)
+        parser.set_defaults_with_config(**{k: v for k, v in config.items() if k != "env"})
+    try:
+        values = vars(parser.parse_known_args(_without_config(argv))[0])
+    except ValueError as error:  # argparse's: "argument --max_steps: invalid int value: 'four'"
+        raise UsageError(_where(str(error), argv, path, config)) from None
+    on_command_line = _fields_on_command_line(parser, argv)
+    given = set(config) | on_command_line  # the defaults are the libraries' own
+    _check_values({name: value for name, value in values.items() if name in given}, on_command_line, path, config)
     try:
         return parser.parse_args_and_config(argv)
     except ValueError as error:
