@@ -11,10 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import pepo.modeling
-import pepo.train
-import pepo.trainer.cli as train_cli
 from pepo.cli import main as pepo_main
+from tests.reliability.conftest import Built
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 BASE = RECIPES / "pepo_g_tiny.yaml"
@@ -53,26 +51,6 @@ VALUES = {"0": 0, "-1": -1, "nan": math.nan, "inf": math.inf, "text": "abc"}
 CASES = [(name, label) for name in FIELDS for label in VALUES] + [(name, "fraction") for name in sorted(INT_FIELDS)]
 
 
-class Built(Exception):
-    """Raised in place of building the trainer: every check passed."""
-
-
-@pytest.fixture
-def no_model(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was built or loaded before the arguments were checked")
-
-    for name in ("_embedded_model", "embedded_warm_start"):
-        monkeypatch.setattr(pepo.train, name, refuse)
-    monkeypatch.setattr(pepo.modeling, "load_model_and_processor", refuse)
-    monkeypatch.setattr(pepo.modeling, "load_processor", refuse)
-
-    def built(script_args, training_args, model_args):
-        raise Built(script_args, training_args, model_args)
-
-    monkeypatch.setattr(train_cli, "build_trainer", built)
-
-
 def test_the_fields_are_collected_and_every_acceptance_is_used():
     assert {"learning_rate", "num_generations", "gate_alpha", "top_p", "vppo_k", "max_train_samples"} <= set(FIELDS)
     assert INT_FIELDS <= set(FIELDS) and len(FIELDS) >= 25
@@ -80,7 +58,7 @@ def test_the_fields_are_collected_and_every_acceptance_is_used():
 
 
 @pytest.mark.parametrize(("name", "label"), CASES)
-def test_every_numeric_recipe_field(tmp_path, capsys, no_model, name, label):
+def test_every_numeric_recipe_field(tmp_path, capsys, train_stops_before_the_model, name, label):
     value = 16.5 if label == "fraction" else VALUES[label]
     recipe = yaml.safe_load(BASE.read_text())
     recipe.update({name: value, "output_dir": str(tmp_path / "out")})
@@ -119,7 +97,7 @@ def test_every_numeric_recipe_field(tmp_path, capsys, no_model, name, label):
     (["--num_generations", "1"], "pepo train: --num_generations must be >= 2, got 1 (GRPO compares the completions of "
                                  "a prompt: one has no advantage)"),
 ])
-def test_command_line_values_are_named_as_options(tmp_path, capsys, no_model, extra, line):
+def test_command_line_values_are_named_as_options(tmp_path, capsys, train_stops_before_the_model, extra, line):
     code = pepo_main(["train", "--config", str(BASE), "--output_dir", str(tmp_path / "out"), *extra])
     err = capsys.readouterr().err
     assert code == 2 and err.strip() == line
@@ -131,7 +109,7 @@ def test_command_line_values_are_named_as_options(tmp_path, capsys, no_model, ex
     ("reward_weights: [1.0, .nan]\n", "{path}: reward_weights items must be a finite number, got nan"),
     ("output_dir: {file}\n", "{path}: output_dir {file}: is a file; give a folder"),
 ])
-def test_empty_values_lists_and_an_output_dir_that_is_a_file(tmp_path, capsys, no_model, text, line):
+def test_empty_values_lists_and_an_output_dir_that_is_a_file(tmp_path, capsys, train_stops_before_the_model, text, line):
     file = tmp_path / "file"
     file.write_text("x")
     recipe = {k: v for k, v in yaml.safe_load(BASE.read_text()).items() if k not in ("seed", "reward_funcs")}

@@ -121,14 +121,19 @@ def test_missing_model_has_one_prefix(tmp_path, capsys):
     assert code == 2 and err.strip().startswith("pepo train: set model_name_or_path") and err.count("pepo train:") == 1
 
 
-def test_ctrl_c_prints_one_line_saying_how_to_resume(tmp_path, capsys, monkeypatch):
+def test_ctrl_c_prints_one_line_naming_the_newest_complete_checkpoint(tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
+    saves = []  # what the interrupted run had saved: (checkpoint-N, its trainer_state.json or None)
 
     class Interrupted:
         args = SimpleNamespace(output_dir=str(out))
         state = SimpleNamespace(global_step=7, max_steps=20)
 
         def train(self, resume_from_checkpoint=None):
+            for name, state in saves:
+                (out / name).mkdir(parents=True)
+                if state is not None:
+                    (out / name / "trainer_state.json").write_text(state)
             raise KeyboardInterrupt
 
         def is_world_process_zero(self):
@@ -137,10 +142,12 @@ def test_ctrl_c_prints_one_line_saying_how_to_resume(tmp_path, capsys, monkeypat
     monkeypatch.setattr(train_cli, "build_trainer", lambda *args: Interrupted())
     argv = ["--config", str(RECIPES / "grpo_tiny.yaml"), "--output_dir", str(out)]
     code, _, err = run(argv, capsys)
-    assert code == 130 and len(err.strip().splitlines()) == 1
-    assert "interrupted at step 7/20; no checkpoint saved yet" in err and "Traceback" not in err
+    assert code == 130 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "interrupted at step 7/20; no complete checkpoint saved yet" in err
 
-    (out / "checkpoint-5").mkdir(parents=True)
-    code, _, err = run(argv, capsys)
+    # checkpoint-6 was being written when Ctrl-C came (no trainer_state.json, which transformers writes last)
+    saves[:] = [("checkpoint-5", '{"global_step": 5}'), ("checkpoint-6", None)]
+    again = [*argv, "--overwrite_output_dir", "true"]
+    code, _, err = run(again, capsys)
     assert code == 130 and len(err.strip().splitlines()) == 1
     assert err.strip().endswith(f"resume from checkpoint-5 with: pepo train {' '.join(argv)} --resume_from_checkpoint true")

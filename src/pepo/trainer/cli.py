@@ -43,6 +43,7 @@ COMMON_FIELDS: dict[str, str] = {
     "save_steps": "a checkpoint-N folder every N steps (with save_strategy: steps)",
     "report_to": "metric backends: none, tensorboard, wandb, ...",
     "resume_from_checkpoint": "true: go on from the newest complete checkpoint in output_dir",
+    "overwrite_output_dir": "true: start over in an output_dir holding another run (removes its checkpoints)",
     "bf16": "bfloat16 training (GPU); false where no GPU is found",
 }
 
@@ -87,6 +88,15 @@ class TrainScriptArguments:
             "help": f"Settings of the warm start that model_name_or_path '{EMBEDDED_WARM_START}' builds when missing "
             "(pepo demo's steps 1-3, the same code): 'demo' (pepo demo's, a few minutes on a CPU, once) or 'quick' "
             "(pepo demo --quick's, under a minute, a weaker start).",
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start over in an output_dir that holds another run: its checkpoint-N folders, model weights, "
+            "trainer_state.json and TensorBoard logs (runs/) are removed first. Without it (or "
+            "--resume_from_checkpoint) such a folder is refused, so two runs never mix. (transformers 5 dropped "
+            "TrainingArguments' field of this name; this is pepo's.)",
         },
     )
     embedded_cache: str | None = field(
@@ -369,6 +379,17 @@ def _is_complete_checkpoint(path: Path) -> bool:
         return False
 
 
+def saved_checkpoints(output_dir: str | Path) -> list[Path]:
+    """The ``checkpoint-N`` folders under ``output_dir``, oldest first (numeric order), complete or not."""
+    found = (p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit())
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def complete_checkpoints(output_dir: str | Path) -> list[Path]:
+    """:func:`saved_checkpoints` whose save finished (a save killed half way has no valid trainer_state.json)."""
+    return [p for p in saved_checkpoints(output_dir) if _is_complete_checkpoint(p)]
+
+
 def resume_checkpoint(value: str | None, output_dir: str | Path) -> str | None:
     """The checkpoint ``--resume_from_checkpoint value`` names, checked before any work starts.
 
@@ -381,11 +402,7 @@ def resume_checkpoint(value: str | None, output_dir: str | Path) -> str | None:
         return None
     output_dir = Path(output_dir)
     if str(value).strip().lower() in ("true", "yes", "last"):
-        found = sorted(
-            (p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
-            key=lambda p: int(p.name.split("-")[-1]),
-        )
-        complete = [p for p in found if _is_complete_checkpoint(p)]
+        found, complete = saved_checkpoints(output_dir), complete_checkpoints(output_dir)
         if not complete:
             raise ValueError(f"--resume_from_checkpoint {value}: no complete checkpoint-N folder in {output_dir}")
         for partial in found[found.index(complete[-1]) + 1 :]:
@@ -401,6 +418,38 @@ def resume_checkpoint(value: str | None, output_dir: str | Path) -> str | None:
     return str(path)
 
 
+# what a run leaves in its output_dir besides checkpoint-N (pepo's embedded_model / embedded_data are
+# rebuilt the same way by any run, so they belong to none); runs/ holds TensorBoard's event files
+RUN_FILES = ("trainer_state.json", "training_args.bin", "model.safetensors", "model.safetensors.index.json",
+             "adapter_model.safetensors", "runs")
+
+
+def _previous_run(output_dir: Path) -> list[Path]:
+    return [*saved_checkpoints(output_dir), *(output_dir / name for name in RUN_FILES if (output_dir / name).exists())]
+
+
+def check_run_folder(output_dir: str | Path, resuming: bool, overwrite: bool) -> None:
+    """One run per ``output_dir``: a folder holding another run's model or checkpoints is refused unless
+    the run resumes it or ``overwrite`` starts over (:func:`clear_previous_run`)."""
+    if resuming and overwrite:
+        raise UsageError("--resume_from_checkpoint continues the run in output_dir and --overwrite_output_dir removes "
+                         "it: choose one")
+    found = _previous_run(Path(output_dir))
+    if found and not resuming and not overwrite:
+        names = ", ".join(p.name for p in found[:4]) + (", ..." if len(found) > 4 else "")
+        raise UsageError(f"output_dir {output_dir} holds another run ({names}); continue it with "
+                         "--resume_from_checkpoint true, start over with --overwrite_output_dir true (removes them), "
+                         "or choose another output_dir")
+
+
+def clear_previous_run(output_dir: str | Path) -> None:
+    """Remove another run's checkpoints, model weights, state and TensorBoard logs from ``output_dir``."""
+    import shutil
+
+    for path in _previous_run(Path(output_dir)):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def _finished_at(checkpoint: str | None) -> int | None:
     """The global step a checkpoint was saved at (``None`` without one)."""
     if checkpoint is None:
@@ -409,18 +458,33 @@ def _finished_at(checkpoint: str | None) -> int | None:
     return int(state.get("global_step", 0))
 
 
-def _interrupted(trainer, argv: list[str]) -> str:
+def _interrupted(trainer, argv: list[str], overwrite: bool = False) -> str:
     """The one line a Ctrl-C prints: where training stopped and how to go on."""
     output_dir = Path(trainer.args.output_dir).resolve()
     step = f"step {trainer.state.global_step}/{trainer.state.max_steps}"
-    saved = sorted((p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                   key=lambda p: int(p.name.split("-")[-1]))
+    saved = complete_checkpoints(output_dir)  # a save cut short by the Ctrl-C is no place to resume from
     if not saved:
-        return (f"pepo train: interrupted at {step}; no checkpoint saved yet under {output_dir} (save_strategy / "
-                "save_steps), so rerunning starts again from step 0")
-    again = " ".join(a for a in argv if a)
+        return (f"pepo train: interrupted at {step}; no complete checkpoint saved yet under {output_dir} "
+                "(save_strategy / save_steps); start again with --overwrite_output_dir true")
     return (f"pepo train: interrupted at {step}; resume from {saved[-1].name} with: "
-            f"pepo train {again} --resume_from_checkpoint true")
+            f"pepo train {_resume_command(argv, overwrite)}")
+
+
+def _resume_command(argv: list[str], overwrite: bool) -> str:
+    """``argv`` without its own resume / overwrite choice, resuming from the newest complete checkpoint
+    (and, when the recipe asks to overwrite, telling it not to)."""
+    options = ("--resume_from_checkpoint", "--overwrite_output_dir", "--overwrite-output-dir")
+    kept, skip, on_command_line = [], False, False
+    for arg in argv:
+        if skip and not arg.startswith("--"):
+            skip = False
+            continue
+        skip = arg in options
+        on_command_line |= arg.split("=")[0] in options[1:]
+        if not skip and arg.split("=")[0] not in options and arg:
+            kept.append(arg)
+    keep_off = ["--overwrite_output_dir", "false"] if overwrite and not on_command_line else []
+    return " ".join([*kept, "--resume_from_checkpoint", "true", *keep_off])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -445,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         script_args, training_args, model_args = parse(argv)
         checkpoint = resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+        check_run_folder(training_args.output_dir, checkpoint is not None, script_args.overwrite_output_dir)
         check_arguments(script_args, training_args, model_args)
         output_dir = Path(training_args.output_dir).resolve()
         done = _finished_at(checkpoint)
@@ -452,6 +517,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pepo train: {checkpoint} is at step {done} = max_steps {training_args.max_steps}: nothing to "
                   f"train (raise --max_steps to go on); the model is in {output_dir}")
             return 0
+        if script_args.overwrite_output_dir:
+            with training_args.main_process_first(local=False, desc="clearing output_dir"):
+                if training_args.should_save:  # the process that writes the checkpoints
+                    clear_previous_run(output_dir)
         trainer = build_trainer(script_args, training_args, model_args)
     except (DataError, FileNotFoundError, KeyError, ValueError, yaml.YAMLError) as exc:
         # bad recipe values or YAML, data, reward names, paths: the message says what to fix, no traceback
@@ -463,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer.train(resume_from_checkpoint=checkpoint)
     except KeyboardInterrupt:
         if trainer.is_world_process_zero():
-            print("\n" + _interrupted(trainer, argv), file=sys.stderr)
+            print("\n" + _interrupted(trainer, argv, script_args.overwrite_output_dir), file=sys.stderr)
         return 130
     trainer.save_model(str(output_dir))
     trainer.save_state()  # trainer_state.json: every logged metric, what `pepo analyze --runs` reads
