@@ -291,6 +291,8 @@ class BuiltSource:
 
     build: Callable[[TrainScriptArguments, Any], Path]  # (script_args, training_args) -> the folder / file
     check: Callable[[TrainScriptArguments], None] = lambda script_args: None  # before anything is loaded
+    # (script_args, training_args, model_args) -> the held-out split matching built training data, named at the end
+    test_split: Callable[[TrainScriptArguments, Any, Any], Path] | None = None
 
 
 # Registered by pepo.train (the `pepo train` command), which sits above pepo.trainer and
@@ -537,6 +539,21 @@ def main(argv: list[str] | None = None) -> int:
     trainer.save_model(str(output_dir))
     trainer.save_state()  # trainer_state.json: every logged metric, what `pepo analyze --runs` reads
     if trainer.is_world_process_zero():
-        print(f"pepo train: model and trainer_state.json in {output_dir}\n"
-              f"  next: pepo eval --model {output_dir} --data <test.jsonl>; pepo analyze --runs {output_dir} --out <folder>")
+        print(_end_lines(trainer, script_args, model_args))
     return 0
+
+
+def _end_lines(trainer, script_args: TrainScriptArguments, model_args) -> str:
+    """Where the run went: the model, TensorBoard's event files when reported, and the next commands
+    (with the held-out split matching built training data such as ``train_file: embedded``)."""
+    output_dir = Path(trainer.args.output_dir).resolve()
+    built = BUILT_DATA.get(script_args.train_file)
+    test_split = built.test_split(script_args, trainer.args, model_args) if built and built.test_split else None
+    lines = [f"pepo train: model and trainer_state.json in {output_dir}"]
+    logging_dirs = [cb.logging_dir for cb in trainer.callback_handler.callbacks
+                    if type(cb).__name__ == "TensorBoardCallback" and getattr(cb, "logging_dir", None)]
+    lines += [f"  TensorBoard event files in {Path(folder).resolve()} (tensorboard --logdir {Path(folder).resolve()})"
+              for folder in logging_dirs]
+    lines.append(f"  next: pepo eval --model {output_dir} --data {test_split or '<test.jsonl>'}; "
+                 f"pepo analyze --runs {output_dir} --out <folder>")
+    return "\n".join(lines)
