@@ -118,3 +118,16 @@ def test_empty_values_lists_and_an_output_dir_that_is_a_file(tmp_path, capsys, t
     code = pepo_main(["train", "--config", str(path)])
     err = capsys.readouterr().err
     assert code == 2 and err.strip() == "pepo train: " + line.format(path=path, file=file)
+
+
+def test_report_to_names_a_backend_that_is_installed(tmp_path, capsys, train_stops_before_the_model, monkeypatch):
+    from transformers.integrations import integration_utils
+
+    base = ["train", "--config", str(BASE), "--output_dir", str(tmp_path / "out")]
+    assert pepo_main([*base, "--report_to", "tensorbord"]) == 2
+    assert capsys.readouterr().err.strip().startswith(
+        "pepo train: report_to tensorbord: not a metric backend; choose from none, ")
+    monkeypatch.setattr(integration_utils, "get_available_reporting_integrations", lambda: [])
+    assert pepo_main([*base, "--report_to", "tensorboard"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "pepo train: report_to tensorboard: tensorboard is not installed (pip install tensorboard), or report_to: none")

@@ -328,10 +328,24 @@ def check_arguments(script_args: TrainScriptArguments, training_args, model_args
                          f"(save_pretrained layout), or '{EMBEDDED_WARM_START}' / '{EMBEDDED}'")
     for name in script_args.reward_funcs:
         get_reward(name)  # KeyError listing the known rewards
+    _check_report_to(training_args.report_to)
     if script_args.train_file in BUILT_DATA:
         BUILT_DATA[script_args.train_file].check(script_args)
     elif not Path(script_args.train_file).exists():
         raise UsageError(f"train_file {script_args.train_file}: no such file or folder")
+
+
+def _check_report_to(report_to) -> None:
+    """Each ``report_to`` backend is one transformers knows and is installed (the Trainer would fail after
+    the model loaded)."""
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
+
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    for name in (n for n in names if n not in ("none", "all")):
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise UsageError(f"report_to {name}: not a metric backend; choose from none, {', '.join(INTEGRATION_TO_CALLBACK)}")
+        if name not in get_available_reporting_integrations():
+            raise UsageError(f"report_to {name}: {name} is not installed (pip install {name}), or report_to: none")
 
 
 def build_trainer(script_args: TrainScriptArguments, training_args, model_args):
