@@ -109,12 +109,14 @@ def test_command_line_values_are_named_as_options(tmp_path, capsys, train_stops_
     ("reward_weights: [1.0, .nan]\n", "{path}: reward_weights items must be a finite number, got nan"),
     ("output_dir: {file}\n", "{path}: output_dir {file}: is a file; give a folder"),
 ])
-def test_empty_values_lists_and_an_output_dir_that_is_a_file(tmp_path, capsys, train_stops_before_the_model, text, line):
+def test_empty_values_lists_and_an_output_dir_that_is_a_file(tmp_path, capsys, train_stops_before_the_model, text,
+                                                              line):
     file = tmp_path / "file"
     file.write_text("x")
     recipe = {k: v for k, v in yaml.safe_load(BASE.read_text()).items() if k not in ("seed", "reward_funcs")}
     path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump({**recipe, "output_dir": str(tmp_path / "out"), **yaml.safe_load(text.format(file=file))}))
+    given = yaml.safe_load(text.format(file=file))
+    path.write_text(yaml.safe_dump({**recipe, "output_dir": str(tmp_path / "out"), **given}))
     code = pepo_main(["train", "--config", str(path)])
     err = capsys.readouterr().err
     assert code == 2 and err.strip() == "pepo train: " + line.format(path=path, file=file)

@@ -158,7 +158,8 @@ def _check_recipe_fields(parser, path: Path, config: dict) -> None:
     dests = {action.dest for action in parser._actions}
     unknown = [key for key in config if key not in dests and key != "env"]  # env: TrlParser's environment block
     if unknown:
-        raise UsageError(f"{path}: unknown field(s) {', '.join(map(str, unknown))}: pepo train --help-all lists every field")
+        raise UsageError(f"{path}: unknown field(s) {', '.join(map(str, unknown))}: "
+                         "pepo train --help-all lists every field")
 
 
 def _where(message: str, argv: list[str], path: Path | None, config: dict) -> str:
@@ -338,12 +339,16 @@ def check_arguments(script_args: TrainScriptArguments, training_args, model_args
 def _check_report_to(report_to) -> None:
     """Each ``report_to`` backend is one transformers knows and is installed (the Trainer would fail after
     the model loaded)."""
-    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
+    from transformers.integrations.integration_utils import (
+        INTEGRATION_TO_CALLBACK,
+        get_available_reporting_integrations,
+    )
 
     names = [report_to] if isinstance(report_to, str) else list(report_to or [])
     for name in (n for n in names if n not in ("none", "all")):
         if name not in INTEGRATION_TO_CALLBACK:
-            raise UsageError(f"report_to {name}: not a metric backend; choose from none, {', '.join(INTEGRATION_TO_CALLBACK)}")
+            known = ", ".join(INTEGRATION_TO_CALLBACK)
+            raise UsageError(f"report_to {name}: not a metric backend; choose from none, {known}")
         if name not in get_available_reporting_integrations():
             raise UsageError(f"report_to {name}: {name} is not installed (pip install {name}), or report_to: none")
 

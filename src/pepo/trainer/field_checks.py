@@ -160,7 +160,8 @@ class Kind:
 
 
 def _kind(annotation) -> Kind:
-    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else (annotation,)
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    args = typing.get_args(annotation) if union else (annotation,)
     optional = type(None) in args
     args = tuple(a for a in args if a is not type(None))
     if len(args) == 1 and typing.get_origin(args[0]) is list:
