@@ -20,7 +20,7 @@ from pathlib import Path
 from pepo.trainer import cli as trainer_cli
 from pepo.trainer.cli import EMBEDDED, EMBEDDED_WARM_START, BuiltSource, TrainScriptArguments, UsageError
 
-__all__ = ["embedded_warm_start", "main", "warm_start_settings"]
+__all__ = ["embedded_warm_start", "main", "warm_start_folder", "warm_start_settings"]
 
 
 def _cache_root(script_args: TrainScriptArguments) -> Path:
@@ -57,6 +57,14 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
+def warm_start_folder(cache_root: Path, settings, seed: int, label: str = "demo") -> Path:
+    """The cache folder of one warm start: its checkpoint in ``warm_start/checkpoint``, the synthetic
+    splits it was trained (``data/train.jsonl``), selected (``data/val.jsonl``) and scored on (``data/test.jsonl``)."""
+    key = {**asdict(settings), "seed": seed, "code": code_fingerprint()}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    return Path(cache_root) / f"warm_start-{label}-seed{seed}-{digest}"
+
+
 def embedded_warm_start(cache_root: Path, settings, seed: int, label: str = "demo") -> Path:
     """The warm-started tiny Qwen2.5-VL checkpoint for ``settings`` (a :class:`pepo.demo.DemoSettings`)
     and ``seed``, built with :func:`pepo.demo.prepare` (pepo demo's own steps 1-3) when missing.
@@ -67,9 +75,7 @@ def embedded_warm_start(cache_root: Path, settings, seed: int, label: str = "dem
     into place at the end, so a build killed half way is redone, never used."""
     from pepo.demo import prepare
 
-    key = {**asdict(settings), "seed": seed, "code": code_fingerprint()}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-    folder = Path(cache_root) / f"warm_start-{label}-seed{seed}-{digest}"
+    folder = warm_start_folder(cache_root, settings, seed, label)
     checkpoint = folder / "warm_start" / "checkpoint"
     if (checkpoint / "config.json").is_file():
         return checkpoint
@@ -121,9 +127,26 @@ def _build_data(script_args: TrainScriptArguments, training_args) -> Path:
     return train_file
 
 
+def _embedded_test_split(script_args: TrainScriptArguments, training_args, model_args) -> Path:
+    """The held-out split matching ``train_file: embedded``: the warm start's own test split (what its
+    score before training is measured on) when the model is the embedded warm start; otherwise the
+    synthetic task's test split, written once beside the training split."""
+    if model_args.model_name_or_path == EMBEDDED_WARM_START:
+        settings = warm_start_settings()[script_args.warm_start]
+        folder = warm_start_folder(_cache_root(script_args), settings, training_args.seed, script_args.warm_start)
+        return folder / "data" / "test.jsonl"
+    from pepo.demo import DemoSettings
+    from pepo.embedded import generate_split
+
+    test_file = Path(training_args.output_dir) / "embedded_data" / "test.jsonl"
+    if not test_file.is_file():  # the same stream (seed 0) as the training split's, another split name
+        generate_split(test_file.parent, "test", DemoSettings().n_test, seed=0)
+    return test_file
+
+
 trainer_cli.BUILT_MODELS[EMBEDDED] = BuiltSource(build=_build_model)
 trainer_cli.BUILT_MODELS[EMBEDDED_WARM_START] = BuiltSource(build=_build_warm_start, check=_check_warm_start)
-trainer_cli.BUILT_DATA[EMBEDDED] = BuiltSource(build=_build_data)
+trainer_cli.BUILT_DATA[EMBEDDED] = BuiltSource(build=_build_data, test_split=_embedded_test_split)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,8 +48,8 @@ def test_pepo_train_bad_data_names_file_line_and_field(tiny_vlm_path, synthetic_
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (["--gate_alpha", "-0.5"], "gate_alpha=-0.5: must be >= 0"),
-    (["--gate_temperature", "0"], "gate_temperature=0.0: must be > 0"),
+    (["--gate_alpha", "-0.5"], "--gate_alpha must be >= 0, got -0.5"),
+    (["--gate_temperature", "0"], "--gate_temperature must be > 0, got 0.0"),
     (["--perception_measure", "cos"], "perception_measure='cos': choose one of"),
     (["--weighting", "pepo_x"], "weighting='pepo_x': choose one of"),
     (["--on_nonfinite", "ignore"], "on_nonfinite='ignore': choose one of ('error', 'skip')"),

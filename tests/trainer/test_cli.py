@@ -65,13 +65,13 @@ def test_cpu_is_the_default_without_a_gpu(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize(("text", "message"), [
     ("max_steps: four\n", "{path}: max_steps: invalid int value: 'four'"),
-    ("max_steps: 4.5\n", "{path}: max_steps: expected int, got 4.5"),
-    ("learning_rate: [1, 2]\n", "{path}: learning_rate: expected float, got [1, 2]"),
+    ("max_steps: 4.5\n", "{path}: max_steps must be a whole number, got 4.5"),
+    ("learning_rate: [1, 2]\n", "{path}: learning_rate must be a number, got [1, 2]"),
     ("learning_rate: fast\n", "{path}: learning_rate: invalid float value: 'fast'"),
-    ("bf16: 1\n", "{path}: bf16: expected true or false, got 1"),
-    ("freeze_vision_tower: [true]\n", "{path}: freeze_vision_tower: expected true or false, got [True]"),
+    ("bf16: 1\n", "{path}: bf16 must be true or false, got 1"),
+    ("freeze_vision_tower: [true]\n", "{path}: freeze_vision_tower must be true or false, got [True]"),
     ("bf16: maybe\n", "{path}: bf16: Truthy value expected: got maybe"),
-    ("gate_alpha: -1\n", "{path}: gate_alpha=-1: must be >= 0"),
+    ("gate_alpha: -1\n", "{path}: gate_alpha must be >= 0, got -1"),
     ("gate_alpah: 0.1\n", "{path}: unknown field(s) gate_alpah: pepo train --help-all lists every field"),
     ("- a list\n", "{path}: a recipe is a YAML mapping of field: value, got list"),
     ("max_steps: [1\n", "{path}: not valid YAML: while parsing a flow sequence in"),
@@ -121,14 +121,19 @@ def test_missing_model_has_one_prefix(tmp_path, capsys):
     assert code == 2 and err.strip().startswith("pepo train: set model_name_or_path") and err.count("pepo train:") == 1
 
 
-def test_ctrl_c_prints_one_line_saying_how_to_resume(tmp_path, capsys, monkeypatch):
+def test_ctrl_c_prints_one_line_naming_the_newest_complete_checkpoint(tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
+    saves = []  # what the interrupted run had saved: (checkpoint-N, its trainer_state.json or None)
 
     class Interrupted:
         args = SimpleNamespace(output_dir=str(out))
         state = SimpleNamespace(global_step=7, max_steps=20)
 
         def train(self, resume_from_checkpoint=None):
+            for name, state in saves:
+                (out / name).mkdir(parents=True)
+                if state is not None:
+                    (out / name / "trainer_state.json").write_text(state)
             raise KeyboardInterrupt
 
         def is_world_process_zero(self):
@@ -137,10 +142,12 @@ def test_ctrl_c_prints_one_line_saying_how_to_resume(tmp_path, capsys, monkeypat
     monkeypatch.setattr(train_cli, "build_trainer", lambda *args: Interrupted())
     argv = ["--config", str(RECIPES / "grpo_tiny.yaml"), "--output_dir", str(out)]
     code, _, err = run(argv, capsys)
-    assert code == 130 and len(err.strip().splitlines()) == 1
-    assert "interrupted at step 7/20; no checkpoint saved yet" in err and "Traceback" not in err
+    assert code == 130 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "interrupted at step 7/20; no complete checkpoint saved yet" in err
 
-    (out / "checkpoint-5").mkdir(parents=True)
-    code, _, err = run(argv, capsys)
+    # checkpoint-6 was being written when Ctrl-C came (no trainer_state.json, which transformers writes last)
+    saves[:] = [("checkpoint-5", '{"global_step": 5}'), ("checkpoint-6", None)]
+    again = [*argv, "--overwrite_output_dir", "true"]
+    code, _, err = run(again, capsys)
     assert code == 130 and len(err.strip().splitlines()) == 1
     assert err.strip().endswith(f"resume from checkpoint-5 with: pepo train {' '.join(argv)} --resume_from_checkpoint true")

@@ -54,12 +54,20 @@ def test_tiny_recipe_trains(path, tmp_path):
 def test_pepo_train_command_saves_a_model(tmp_path, capsys):
     path = next(p for p in RECIPES if p.stem == "pepo_g_tiny")
     argv = ["--config", str(path), "--model_name_or_path", "embedded", "--output_dir", str(tmp_path), "--max_steps", "1", "--max_train_samples", "4",
-            "--reward_funcs", "test_length", "--max_completion_length", "4", "--disable_tqdm", "true"]
+            "--reward_funcs", "test_length", "--max_completion_length", "4", "--disable_tqdm", "true",
+            "--report_to", "tensorboard"]
     assert main(argv) == 0
     assert (tmp_path / "model.safetensors").is_file() or any(tmp_path.glob("*.safetensors"))
     # with the recipe's save_strategy 'no' too: the log history `pepo analyze --runs` reads, and where the model went
     assert json.loads((tmp_path / "trainer_state.json").read_text())["global_step"] == 1
-    assert f"pepo train: model and trainer_state.json in {tmp_path.resolve()}" in capsys.readouterr().out
+    out = capsys.readouterr().out.splitlines()
+    start = out.index(f"pepo train: model and trainer_state.json in {tmp_path.resolve()}")
+    # where TensorBoard's event files went, and the held-out split matching the embedded training data
+    events = next(tmp_path.glob("runs/*/events.out.tfevents.*")).parent.resolve()
+    assert out[start + 1] == f"  TensorBoard event files in {events} (tensorboard --logdir {events})"
+    test_split = tmp_path / "embedded_data" / "test.jsonl"
+    assert out[start + 2].startswith(f"  next: pepo eval --model {tmp_path.resolve()} --data {test_split}; ")
+    assert test_split.is_file()
 
 
 def test_freeze_vision_tower_and_projector(make_trainer):

@@ -43,6 +43,7 @@ COMMON_FIELDS: dict[str, str] = {
     "save_steps": "a checkpoint-N folder every N steps (with save_strategy: steps)",
     "report_to": "metric backends: none, tensorboard, wandb, ...",
     "resume_from_checkpoint": "true: go on from the newest complete checkpoint in output_dir",
+    "overwrite_output_dir": "true: start over in an output_dir holding another run (removes its checkpoints)",
     "bf16": "bfloat16 training (GPU); false where no GPU is found",
 }
 
@@ -87,6 +88,15 @@ class TrainScriptArguments:
             "help": f"Settings of the warm start that model_name_or_path '{EMBEDDED_WARM_START}' builds when missing "
             "(pepo demo's steps 1-3, the same code): 'demo' (pepo demo's, a few minutes on a CPU, once) or 'quick' "
             "(pepo demo --quick's, under a minute, a weaker start).",
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start over in an output_dir that holds another run: its checkpoint-N folders, model weights, "
+            "trainer_state.json and TensorBoard logs (runs/) are removed first. Without it (or "
+            "--resume_from_checkpoint) such a folder is refused, so two runs never mix. (transformers 5 dropped "
+            "TrainingArguments' field of this name; this is pepo's.)",
         },
     )
     embedded_cache: str | None = field(
@@ -143,25 +153,13 @@ def _recipe(argv: list[str]) -> tuple[Path | None, dict]:
     return path, config
 
 
-def _check_recipe_types(parser, path: Path, config: dict) -> None:
-    """YAML numbers / booleans where the field wants another type (argparse only converts strings)."""
-    actions = {action.dest: action for action in parser._actions}
-    unknown = [key for key in config if key not in actions and key != "env"]  # env: TrlParser's environment block
+def _check_recipe_fields(parser, path: Path, config: dict) -> None:
+    """Every key of the recipe is a field (the values are checked with the command line's)."""
+    dests = {action.dest for action in parser._actions}
+    unknown = [key for key in config if key not in dests and key != "env"]  # env: TrlParser's environment block
     if unknown:
-        raise UsageError(f"{path}: unknown field(s) {', '.join(map(str, unknown))}: pepo train --help-all lists every field")
-    for key, value in config.items():
-        action = actions.get(key)
-        if action is None or value is None or isinstance(value, str):
-            continue  # strings: argparse converts them, and _where names the file in its error
-        wanted = action.type
-        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-        # HfArgumentParser gives bool fields a string_to_bool type (not always the same function object)
-        if getattr(wanted, "__name__", None) == "string_to_bool" and not isinstance(value, bool):
-            raise UsageError(f"{path}: {key}: expected true or false, got {value!r}")
-        if (wanted is int and not (isinstance(value, int) and not isinstance(value, bool))) or (
-            wanted is float and not numeric
-        ):
-            raise UsageError(f"{path}: {key}: expected {wanted.__name__}, got {value!r}")
+        raise UsageError(f"{path}: unknown field(s) {', '.join(map(str, unknown))}: "
+                         "pepo train --help-all lists every field")
 
 
 def _where(message: str, argv: list[str], path: Path | None, config: dict) -> str:
@@ -178,14 +176,61 @@ def _where(message: str, argv: list[str], path: Path | None, config: dict) -> st
     return f"--{name}: {match.group(2)}" if message.startswith("argument") else message
 
 
+def _field_source(name: str, on_command_line: set[str], path: Path | None, config: dict) -> str:
+    """``--name`` when the command line sets the field, ``recipe.yaml: name`` when the recipe does."""
+    if name in on_command_line:
+        return f"--{name}"
+    return f"{path}: {name}" if path is not None and name in config else name
+
+
+def _fields_on_command_line(parser, argv: list[str]) -> set[str]:
+    actions = parser._option_string_actions
+    return {actions[a.split("=")[0]].dest for a in argv if a.split("=")[0] in actions}
+
+
+def _without_config(argv: list[str]) -> list[str]:
+    args = list(argv)
+    if "--config" in args:
+        del args[args.index("--config"):args.index("--config") + 2]
+    return args
+
+
+def _check_values(values: dict, on_command_line: set[str], path: Path | None, config: dict) -> None:
+    """Every field's value as the dataclasses would get it (recipe, then command line) checked by
+    :mod:`pepo.trainer.field_checks` before they are built; ``output_dir`` must not be a file."""
+    from trl import ModelConfig
+
+    from pepo.cli_checks import ArgumentError, check_out_dir
+    from pepo.trainer.config import PEPOConfig
+    from pepo.trainer.field_checks import FieldError, check_fields, field_kinds
+
+    try:
+        check_fields(values, field_kinds(TrainScriptArguments, PEPOConfig, ModelConfig))
+        if values.get("output_dir"):
+            check_out_dir(values["output_dir"], _field_source("output_dir", on_command_line, path, config))
+    except FieldError as error:
+        raise UsageError(f"{_field_source(error.name, on_command_line, path, config)} {error.text}") from None
+    except ArgumentError as error:
+        raise UsageError(str(error)) from None
+
+
 def parse(argv: list[str]):
     """``(script_args, training_args, model_args)`` from ``argv`` (``--config file.yaml`` allowed).
 
-    Raises :class:`UsageError` naming the recipe file and field for a value of the wrong type."""
+    Raises :class:`UsageError` naming the recipe file (or ``--field``), the field, its value and what
+    it must be, for every value the recipe or the command line sets, before a dataclass is built."""
     parser = _parser()
     path, config = _recipe(argv)
     if path is not None:
-        _check_recipe_types(parser, path, config)
+        _check_recipe_fields(parser, path, config)
+        parser.set_defaults_with_config(**{k: v for k, v in config.items() if k != "env"})
+    try:
+        values = vars(parser.parse_known_args(_without_config(argv))[0])
+    except ValueError as error:  # argparse's: "argument --max_steps: invalid int value: 'four'"
+        raise UsageError(_where(str(error), argv, path, config)) from None
+    on_command_line = _fields_on_command_line(parser, argv)
+    given = set(config) | on_command_line  # the defaults are the libraries' own
+    _check_values({name: value for name, value in values.items() if name in given}, on_command_line, path, config)
     try:
         return parser.parse_args_and_config(argv)
     except ValueError as error:
@@ -247,6 +292,8 @@ class BuiltSource:
 
     build: Callable[[TrainScriptArguments, Any], Path]  # (script_args, training_args) -> the folder / file
     check: Callable[[TrainScriptArguments], None] = lambda script_args: None  # before anything is loaded
+    # (script_args, training_args, model_args) -> the held-out split matching built training data, named at the end
+    test_split: Callable[[TrainScriptArguments, Any, Any], Path] | None = None
 
 
 # Registered by pepo.train (the `pepo train` command), which sits above pepo.trainer and
@@ -282,10 +329,28 @@ def check_arguments(script_args: TrainScriptArguments, training_args, model_args
                          f"(save_pretrained layout), or '{EMBEDDED_WARM_START}' / '{EMBEDDED}'")
     for name in script_args.reward_funcs:
         get_reward(name)  # KeyError listing the known rewards
+    _check_report_to(training_args.report_to)
     if script_args.train_file in BUILT_DATA:
         BUILT_DATA[script_args.train_file].check(script_args)
     elif not Path(script_args.train_file).exists():
         raise UsageError(f"train_file {script_args.train_file}: no such file or folder")
+
+
+def _check_report_to(report_to) -> None:
+    """Each ``report_to`` backend is one transformers knows and is installed (the Trainer would fail after
+    the model loaded)."""
+    from transformers.integrations.integration_utils import (
+        INTEGRATION_TO_CALLBACK,
+        get_available_reporting_integrations,
+    )
+
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    for name in (n for n in names if n not in ("none", "all")):
+        if name not in INTEGRATION_TO_CALLBACK:
+            known = ", ".join(INTEGRATION_TO_CALLBACK)
+            raise UsageError(f"report_to {name}: not a metric backend; choose from none, {known}")
+        if name not in get_available_reporting_integrations():
+            raise UsageError(f"report_to {name}: {name} is not installed (pip install {name}), or report_to: none")
 
 
 def build_trainer(script_args: TrainScriptArguments, training_args, model_args):
@@ -335,6 +400,17 @@ def _is_complete_checkpoint(path: Path) -> bool:
         return False
 
 
+def saved_checkpoints(output_dir: str | Path) -> list[Path]:
+    """The ``checkpoint-N`` folders under ``output_dir``, oldest first (numeric order), complete or not."""
+    found = (p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit())
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def complete_checkpoints(output_dir: str | Path) -> list[Path]:
+    """:func:`saved_checkpoints` whose save finished (a save killed half way has no valid trainer_state.json)."""
+    return [p for p in saved_checkpoints(output_dir) if _is_complete_checkpoint(p)]
+
+
 def resume_checkpoint(value: str | None, output_dir: str | Path) -> str | None:
     """The checkpoint ``--resume_from_checkpoint value`` names, checked before any work starts.
 
@@ -347,11 +423,7 @@ def resume_checkpoint(value: str | None, output_dir: str | Path) -> str | None:
         return None
     output_dir = Path(output_dir)
     if str(value).strip().lower() in ("true", "yes", "last"):
-        found = sorted(
-            (p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
-            key=lambda p: int(p.name.split("-")[-1]),
-        )
-        complete = [p for p in found if _is_complete_checkpoint(p)]
+        found, complete = saved_checkpoints(output_dir), complete_checkpoints(output_dir)
         if not complete:
             raise ValueError(f"--resume_from_checkpoint {value}: no complete checkpoint-N folder in {output_dir}")
         for partial in found[found.index(complete[-1]) + 1 :]:
@@ -367,6 +439,38 @@ def resume_checkpoint(value: str | None, output_dir: str | Path) -> str | None:
     return str(path)
 
 
+# what a run leaves in its output_dir besides checkpoint-N (pepo's embedded_model / embedded_data are
+# rebuilt the same way by any run, so they belong to none); runs/ holds TensorBoard's event files
+RUN_FILES = ("trainer_state.json", "training_args.bin", "model.safetensors", "model.safetensors.index.json",
+             "adapter_model.safetensors", "runs")
+
+
+def _previous_run(output_dir: Path) -> list[Path]:
+    return [*saved_checkpoints(output_dir), *(output_dir / name for name in RUN_FILES if (output_dir / name).exists())]
+
+
+def check_run_folder(output_dir: str | Path, resuming: bool, overwrite: bool) -> None:
+    """One run per ``output_dir``: a folder holding another run's model or checkpoints is refused unless
+    the run resumes it or ``overwrite`` starts over (:func:`clear_previous_run`)."""
+    if resuming and overwrite:
+        raise UsageError("--resume_from_checkpoint continues the run in output_dir and --overwrite_output_dir removes "
+                         "it: choose one")
+    found = _previous_run(Path(output_dir))
+    if found and not resuming and not overwrite:
+        names = ", ".join(p.name for p in found[:4]) + (", ..." if len(found) > 4 else "")
+        raise UsageError(f"output_dir {output_dir} holds another run ({names}); continue it with "
+                         "--resume_from_checkpoint true, start over with --overwrite_output_dir true (removes them), "
+                         "or choose another output_dir")
+
+
+def clear_previous_run(output_dir: str | Path) -> None:
+    """Remove another run's checkpoints, model weights, state and TensorBoard logs from ``output_dir``."""
+    import shutil
+
+    for path in _previous_run(Path(output_dir)):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def _finished_at(checkpoint: str | None) -> int | None:
     """The global step a checkpoint was saved at (``None`` without one)."""
     if checkpoint is None:
@@ -375,18 +479,33 @@ def _finished_at(checkpoint: str | None) -> int | None:
     return int(state.get("global_step", 0))
 
 
-def _interrupted(trainer, argv: list[str]) -> str:
+def _interrupted(trainer, argv: list[str], overwrite: bool = False) -> str:
     """The one line a Ctrl-C prints: where training stopped and how to go on."""
     output_dir = Path(trainer.args.output_dir).resolve()
     step = f"step {trainer.state.global_step}/{trainer.state.max_steps}"
-    saved = sorted((p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                   key=lambda p: int(p.name.split("-")[-1]))
+    saved = complete_checkpoints(output_dir)  # a save cut short by the Ctrl-C is no place to resume from
     if not saved:
-        return (f"pepo train: interrupted at {step}; no checkpoint saved yet under {output_dir} (save_strategy / "
-                "save_steps), so rerunning starts again from step 0")
-    again = " ".join(a for a in argv if a)
+        return (f"pepo train: interrupted at {step}; no complete checkpoint saved yet under {output_dir} "
+                "(save_strategy / save_steps); start again with --overwrite_output_dir true")
     return (f"pepo train: interrupted at {step}; resume from {saved[-1].name} with: "
-            f"pepo train {again} --resume_from_checkpoint true")
+            f"pepo train {_resume_command(argv, overwrite)}")
+
+
+def _resume_command(argv: list[str], overwrite: bool) -> str:
+    """``argv`` without its own resume / overwrite choice, resuming from the newest complete checkpoint
+    (and, when the recipe asks to overwrite, telling it not to)."""
+    options = ("--resume_from_checkpoint", "--overwrite_output_dir", "--overwrite-output-dir")
+    kept, skip, on_command_line = [], False, False
+    for arg in argv:
+        if skip and not arg.startswith("--"):
+            skip = False
+            continue
+        skip = arg in options
+        on_command_line |= arg.split("=")[0] in options[1:]
+        if not skip and arg.split("=")[0] not in options and arg:
+            kept.append(arg)
+    keep_off = ["--overwrite_output_dir", "false"] if overwrite and not on_command_line else []
+    return " ".join([*kept, "--resume_from_checkpoint", "true", *keep_off])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -411,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         script_args, training_args, model_args = parse(argv)
         checkpoint = resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+        check_run_folder(training_args.output_dir, checkpoint is not None, script_args.overwrite_output_dir)
         check_arguments(script_args, training_args, model_args)
         output_dir = Path(training_args.output_dir).resolve()
         done = _finished_at(checkpoint)
@@ -418,6 +538,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pepo train: {checkpoint} is at step {done} = max_steps {training_args.max_steps}: nothing to "
                   f"train (raise --max_steps to go on); the model is in {output_dir}")
             return 0
+        if script_args.overwrite_output_dir:
+            with training_args.main_process_first(local=False, desc="clearing output_dir"):
+                if training_args.should_save:  # the process that writes the checkpoints
+                    clear_previous_run(output_dir)
         trainer = build_trainer(script_args, training_args, model_args)
     except (DataError, FileNotFoundError, KeyError, ValueError, yaml.YAMLError) as exc:
         # bad recipe values or YAML, data, reward names, paths: the message says what to fix, no traceback
@@ -429,11 +553,26 @@ def main(argv: list[str] | None = None) -> int:
         trainer.train(resume_from_checkpoint=checkpoint)
     except KeyboardInterrupt:
         if trainer.is_world_process_zero():
-            print("\n" + _interrupted(trainer, argv), file=sys.stderr)
+            print("\n" + _interrupted(trainer, argv, script_args.overwrite_output_dir), file=sys.stderr)
         return 130
     trainer.save_model(str(output_dir))
     trainer.save_state()  # trainer_state.json: every logged metric, what `pepo analyze --runs` reads
     if trainer.is_world_process_zero():
-        print(f"pepo train: model and trainer_state.json in {output_dir}\n"
-              f"  next: pepo eval --model {output_dir} --data <test.jsonl>; pepo analyze --runs {output_dir} --out <folder>")
+        print(_end_lines(trainer, script_args, model_args))
     return 0
+
+
+def _end_lines(trainer, script_args: TrainScriptArguments, model_args) -> str:
+    """Where the run went: the model, TensorBoard's event files when reported, and the next commands
+    (with the held-out split matching built training data such as ``train_file: embedded``)."""
+    output_dir = Path(trainer.args.output_dir).resolve()
+    built = BUILT_DATA.get(script_args.train_file)
+    test_split = built.test_split(script_args, trainer.args, model_args) if built and built.test_split else None
+    lines = [f"pepo train: model and trainer_state.json in {output_dir}"]
+    logging_dirs = [cb.logging_dir for cb in trainer.callback_handler.callbacks
+                    if type(cb).__name__ == "TensorBoardCallback" and getattr(cb, "logging_dir", None)]
+    lines += [f"  TensorBoard event files in {Path(folder).resolve()} (tensorboard --logdir {Path(folder).resolve()})"
+              for folder in logging_dirs]
+    lines.append(f"  next: pepo eval --model {output_dir} --data {test_split or '<test.jsonl>'}; "
+                 f"pepo analyze --runs {output_dir} --out <folder>")
+    return "\n".join(lines)
