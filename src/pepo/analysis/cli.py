@@ -19,7 +19,13 @@ from rich.console import Console
 from rich.table import Table
 
 from pepo.cli_checks import ArgumentError, OneLineParser, check_at_least, check_out_dir, interrupted
-from pepo.evaluation.cli import add_question_arguments, check_question_arguments, prepare_questions, refuse
+from pepo.evaluation.cli import (
+    add_question_arguments,
+    apply_no_progress,
+    check_question_arguments,
+    prepare_questions,
+    refuse,
+)
 
 __all__ = ["main"]
 
@@ -77,6 +83,7 @@ def _print_summary(report: Path, responses, k: int, measure: str, console: Conso
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    apply_no_progress(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from pepo.analysis import load_runs
     from pepo.data import DataError

@@ -35,6 +35,7 @@ from pepo.cli_checks import (
 
 __all__ = [
     "add_question_arguments",
+    "apply_no_progress",
     "check_question_arguments",
     "default_out",
     "load_questions",
@@ -85,6 +86,14 @@ def add_question_arguments(parser: argparse.ArgumentParser, *, required: bool) -
     parser.add_argument("--device", default=None, help="e.g. cuda:0 (default cpu)")
     parser.add_argument("--overwrite", action="store_true", help="discard the responses already saved under --out and start over")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def apply_no_progress(args) -> None:
+    """``--no-progress`` hides transformers' bars too (its "Loading weights" bar), not only pepo's."""
+    if args.no_progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 def check_question_arguments(args) -> None:
@@ -233,6 +242,7 @@ def _prepare(args):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    apply_no_progress(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from pepo.data import DataError
     from pepo.evaluation import evaluate_model
