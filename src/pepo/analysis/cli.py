@@ -135,6 +135,7 @@ def _run(args, out: Path, records, provenance, dynamics) -> int:
             "samples": "samples.jsonl (the pepo eval rows; rerunning resumes from it)", **settings,
         }
     report = write_analysis(out, responses, measure=args.measure, k=args.top_k, settings=settings, dynamics=dynamics,
-                            html_responses=args.html_responses)
+                            html_responses=args.html_responses,
+                            questions={record.id: record for record in records or []})
     _print_summary(report, responses, args.top_k, args.measure, Console())
     return 0
