@@ -145,10 +145,16 @@ def test_eval_model_paths(tiny_vlm_path, synthetic_data_dir, tmp_path, capsys, n
         f"pepo eval: --model {run}: no config.json in this folder; did you mean --model {run / 'checkpoint'}?")
 
 
-def test_eval_help_example_points_at_a_checkpoint():
-    from pepo.evaluation import cli
-
-    assert "--model runs/demo/pepo_g/checkpoint " in cli.__doc__
+@pytest.mark.parametrize("command", ["eval", "analyze"])
+def test_help_examples_keep_their_line_breaks_and_cite_nothing_private(command, capsys):
+    """The examples' continuation lines stay lines (a backslash-newline in a plain docstring joins them),
+    and they read what `pepo demo --quick` writes (tests/embedded/test_demo.py runs them on its output)."""
+    with pytest.raises(SystemExit):
+        pepo_main([command, "--help"])
+    text = capsys.readouterr().out
+    assert f"pepo {command} --model runs/demo_quick/pepo_g/checkpoint --benchmark geometry3k \\\n" \
+           "        --data runs/demo_quick/data/test.jsonl" in text
+    assert "spec" not in text.lower()
 
 
 def test_eval_data_folder_lists_its_files_and_refuses_mixed_splits(tiny_vlm_path, synthetic_data_dir, tmp_path, capsys,

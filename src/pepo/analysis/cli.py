@@ -1,7 +1,8 @@
-"""``pepo analyze``: the paper's token-level analysis (Figures 2, 3 and 6) for any model and data.
+r"""``pepo analyze``: the paper's token-level analysis (Figures 2, 3 and 6) for any model and data.
 
-    pepo analyze --model runs/demo/pepo_g/checkpoint --benchmark geometry3k --data runs/demo/data/test.jsonl \
-        --n 8 --top-k 10 --runs runs/demo --out analysis/
+    pepo demo --quick     # writes the checkpoints, data and training logs this example reads
+    pepo analyze --model runs/demo_quick/pepo_g/checkpoint --benchmark geometry3k \
+        --data runs/demo_quick/data/test.jsonl --n 8 --top-k 10 --runs runs/demo_quick --out analysis/
 
 Samples ``--n`` responses per question (the ``pepo eval`` code path), grades them, runs each
 response once through the model with hidden states (and once more without the image), and writes

@@ -1,7 +1,8 @@
-"""``pepo eval``: evaluate a local checkpoint on a local benchmark copy (spec section 8).
+r"""``pepo eval``: evaluate a local checkpoint on a local benchmark copy.
 
-    pepo eval --model runs/demo/pepo_g/checkpoint --benchmark geometry3k --data runs/demo/data/test.jsonl \
-        --n 8 --out results/pepo_g_test.json
+    pepo demo --quick     # writes the checkpoints and data this example reads
+    pepo eval --model runs/demo_quick/pepo_g/checkpoint --benchmark geometry3k \
+        --data runs/demo_quick/data/test.jsonl --n 8 --out results/pepo_g_test.json
 
 Writes ``--out`` (settings, totals, per-question outputs / answers / scores / majority answer) and,
 as it goes, ``<out>.questions.jsonl``; rerunning the same command resumes from that file. Rows of
