@@ -13,6 +13,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pepo.demo:main", "run the embedded default end to end on CPU"),
     "train": ("pepo.train:main", "train with PEPO / GRPO / DAPO from a YAML recipe (TRL-style arguments)"),
+    "recipes": ("pepo.shipped_recipes:main", "list the shipped recipes (pepo recipes) or copy one to edit (pepo recipes cp)"),
     "eval": ("pepo.evaluation.cli:main", "evaluate a local checkpoint on a local benchmark (avg@N, majority)"),
     "analyze": ("pepo.analysis.cli:main", "token-level analysis: similarity / entropy / weights, paper Figures 2, 3, 6"),
 }

@@ -12,6 +12,7 @@ import argparse
 import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import NoReturn
 
@@ -91,15 +92,27 @@ def _check_writable_parent(path: Path, option: str) -> None:
     parent = path.absolute().parent
     while not parent.exists():  # the folders that do not exist yet will be created under this one
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    if not parent.is_dir():
+        raise ArgumentError(f"{option} {path}: {parent} is a file, not a folder; choose another {option}")
+    if not os.access(parent, os.W_OK | os.X_OK):
         raise ArgumentError(f"{option} {path}: cannot write under {parent} (permission denied); choose another {option}")
+    try:  # os.access says yes to root everywhere, /proc and read-only mounts included: try it
+        with tempfile.TemporaryFile(dir=parent, prefix=".pepo-write-check-"):
+            pass
+    except OSError as error:
+        raise ArgumentError(f"{option} {path}: cannot create files under {parent} ({error.strerror}); "
+                            f"choose another {option}") from None
 
 
 def check_out_file(path: str | Path, option: str = "--out") -> Path:
-    """An output file: not an existing folder, and its folder can be created and written."""
+    """An output file: a regular file or a new name (not a folder, nor a device such as /dev/null),
+    and its folder can be created and written."""
     path = Path(path)
     if path.is_dir():
         raise ArgumentError(f"{option} {path}: is a folder; give a file name, e.g. {option} {path / 'results.json'}")
+    if path.exists() and not path.is_file():
+        raise ArgumentError(f"{option} {path}: not a regular file (a device or a pipe); results go to a file and a "
+                            f"<name>.questions.jsonl beside it: give a file name, e.g. {option} results.json")
     _check_writable_parent(path, option)
     return path
 

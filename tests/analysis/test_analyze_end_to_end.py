@@ -70,6 +70,11 @@ def test_cli_writes_a_consistent_report(tiny_vlm_path, synthetic_data_dir, tmp_p
 
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()[1:]]
     assert len(samples) == 3 and all(len(s["outputs"]) == 3 for s in samples)
+    # the token view says what each shown question asked, with its image and gold answer (the CLI passes the records)
+    page = (out / "responses.html").read_text()
+    shown = sorted(set(re.findall(r"<h2>question ([^<]+)</h2>", page)))
+    assert shown and page.count("src='data:image/png;base64,") == len(shown)
+    assert page.count("gold answer: <code class='gold'>") == len(shown)
     tokens = _read_csv(out / "tokens.csv")
     by_response = defaultdict(list)
     for row in tokens:

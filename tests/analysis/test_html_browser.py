@@ -73,3 +73,38 @@ def test_tokens_are_coloured_by_their_weight_in_a_browser(tmp_path):
     assert red_pixels(high) > 0.01 * area and blue_pixels(high) < 0.001 * area
     assert blue_pixels(low) > 0.01 * area and red_pixels(low) < 0.001 * area
     assert red_pixels(even) < 0.001 * area and blue_pixels(even) < 0.001 * area
+
+
+def dom(html, tmp_path) -> str:
+    """The page's DOM after Chromium rendered it (--dump-dom)."""
+    command = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile-dom'}", "--dump-dom", html.resolve().as_uri()]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)})
+    assert "<body" in done.stdout, f"no DOM (exit {done.returncode}): {done.stderr[-2000:]}"
+    return done.stdout
+
+
+def green_pixels(image) -> int:
+    r, g, b = image[..., 0], image[..., 1], image[..., 2]
+    return int(((r < 40) & (g > 170) & (b < 40)).sum())
+
+
+def test_the_question_its_image_and_gold_answer_are_on_the_page(tmp_path):
+    from pepo.data.prompts import build_prompt
+    from pepo.data.records import Record
+
+    picture = tmp_path / "source" / "green.png"
+    picture.parent.mkdir()
+    Image.new("RGB", (160, 120), (0, 200, 0)).save(picture)
+    question = "Find the length of side AB in the green triangle."
+    records = {"q0": Record(id="q0", prompt=build_prompt(question, 1), images=[str(picture)], solution="7.5")}
+    responses = [response("q0", s, s == 0, [0.1, 0.2], tokens=["x", "y"], weight=[1.0, 1.0]) for s in range(2)]
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    html = write_html(alone / "responses.html", responses, "cosine", questions=records)
+    shutil.rmtree(picture.parent)  # the page stands alone: its image is embedded, not linked
+
+    image = screenshot(html, tmp_path, "question")
+    assert green_pixels(image) > 0.8 * 160 * 120  # the picture, drawn at its size near the top
+    rendered = dom(html, tmp_path)
+    assert question in rendered and "gold answer: <code class=\"gold\">7.5</code>" in rendered
+    assert rendered.count(">correct<") == 1 and rendered.count(">incorrect<") == 1

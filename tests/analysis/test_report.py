@@ -44,6 +44,36 @@ def test_html_escapes_model_text(tmp_path):
     assert "background:rgba(38,139,210,1.000)" in text and "background:rgba(220,50,47,0.585)" in text
 
 
+def _question(question_id, image_source, text="What is <x> & y? Answer in \\boxed{}.", solution="3\\sqrt{2}"):
+    from pepo.data.prompts import build_prompt
+    from pepo.data.records import Record
+
+    return Record(id=question_id, prompt=build_prompt(text, 1), images=[image_source], solution=solution)
+
+
+def test_html_shows_each_questions_text_image_and_gold_answer(tmp_path):
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    picture = tmp_path / "green.png"
+    Image.new("RGB", (40, 30), (0, 200, 0)).save(picture)
+    responses = [response("q1", 0, True, [0.1]), response("q1", 1, False, [0.2]), response("q2", 0, False, [0.3])]
+    questions = {"q1": _question("q1", str(picture)), "q2": _question("q2", Image.new("RGB", (9, 9), "red"), "second")}
+    text = write_html(tmp_path / "r.html", responses, "cosine", questions=questions).read_text()
+    assert text.count("<h2>question q1</h2>") == 1 and text.count("<h2>question q2</h2>") == 1
+    assert "What is &lt;x&gt; &amp; y? Answer in \\boxed{}." in text and "second" in text
+    assert text.count("gold answer: <code class='gold'>3\\sqrt{2}</code>") == 2
+    assert text.count("<span class='correct'>correct</span>") == 1 and text.count("<span class='incorrect'>incorrect</span>") == 2
+    assert str(picture) not in text and "green.png" not in text  # embedded, not linked
+    uris = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", text)
+    images = [Image.open(io.BytesIO(base64.b64decode(uri))).convert("RGB") for uri in uris]
+    assert [image.size for image in images] == [(40, 30), (9, 9)]
+    assert images[0].getpixel((20, 15)) == (0, 200, 0) and images[1].getpixel((4, 4)) == (255, 0, 0)
+
+
 def test_pick_html_responses_pairs_correct_and_incorrect():
     rs = [response("a", 0, False, [0.1]), response("a", 1, False, [0.1]), response("a", 2, True, [0.1]),
           response("b", 0, False, [0.1])]

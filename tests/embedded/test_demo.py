@@ -82,6 +82,38 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     # file; run here, in this process, GRPO gives the same steps and the same test scores.
     assert "step 4/4" in (out / "grpo" / "console.log").read_text()
     _same_as_in_process(out, metrics, "grpo", tmp_path / "in_process")
+    _help_examples_run_on(out, tmp_path / "examples", capsys)
+
+
+# shrinks the help examples to seconds; a later option wins in argparse
+HELP_EXAMPLE_OVERRIDES = ["--n", "2", "--limit", "2", "--max-new-tokens", "4", "--no-progress"]
+
+
+def help_examples(command: str, capsys) -> list[str]:
+    """The ``pepo <command>`` example lines of ``pepo <command> --help`` (continuation lines joined)."""
+    import shlex
+
+    from pepo.cli import main as pepo_main
+
+    with pytest.raises(SystemExit):
+        pepo_main([command, "--help"])
+    text = capsys.readouterr().out.replace("\\\n", " ")
+    return [shlex.split(line.split("#")[0])[1:] for line in text.splitlines() if line.startswith(f"    pepo {command} ")]
+
+
+def _help_examples_run_on(out: Path, cwd: Path, capsys) -> None:
+    """`pepo eval --help` and `pepo analyze --help` show examples that read what `pepo demo --quick`
+    wrote (runs/demo_quick, here ``out``): each runs, shrunk by HELP_EXAMPLE_OVERRIDES."""
+    from pepo.cli import main as pepo_main
+
+    cwd.mkdir()
+    for command in ("eval", "analyze"):
+        examples = help_examples(command, capsys)
+        assert examples, f"pepo {command} --help shows no example"
+        for argv in examples:
+            argv = [str(out) + a.removeprefix("runs/demo_quick") if a.startswith("runs/demo_quick") else
+                    str(cwd / a) if a.startswith(("results/", "analysis/")) else a for a in argv]
+            assert pepo_main([*argv, *HELP_EXAMPLE_OVERRIDES]) == 0, (argv, capsys.readouterr().err[-2000:])
 
 
 def _same_as_in_process(out: Path, metrics: dict, method: str, again: Path) -> None:

@@ -89,6 +89,49 @@ def test_eval_out_paths(tiny_vlm_path, synthetic_data_dir, tmp_path, capsys, no_
         f"pepo eval: --out {locked / 'sub' / 'r.json'}: cannot write under {locked} (permission denied); choose another --out")
 
 
+def test_eval_out_paths_that_are_no_files(tiny_vlm_path, synthetic_data_dir, tmp_path, capsys, no_model_loading):
+    data = synthetic_data_dir / "test.jsonl"
+    file = tmp_path / "file"
+    file.write_text("x")
+    assert _run(capsys, _eval(tiny_vlm_path, data, "--out", str(file / "r.json"))) == (
+        f"pepo eval: --out {file / 'r.json'}: {file} is a file, not a folder; choose another --out")
+    assert _run(capsys, _eval(tiny_vlm_path, data, "--out", "/dev/null")) == (
+        "pepo eval: --out /dev/null: not a regular file (a device or a pipe); results go to a file and a "
+        "<name>.questions.jsonl beside it: give a file name, e.g. --out results.json")
+    assert not Path("/dev/null.questions.jsonl").exists()
+    if Path("/proc/self").is_dir():  # Linux: os.access says yes to root there, creating a file fails
+        line = _run(capsys, _eval(tiny_vlm_path, data, "--out", "/proc/x.json"))
+        assert line.startswith("pepo eval: --out /proc/x.json: cannot ") and line.endswith("; choose another --out")
+
+
+def test_eval_data_that_pepo_cannot_read(tiny_vlm_path, tmp_path, capsys, no_model_loading):
+    csv = tmp_path / "x.csv"
+    csv.write_text("question,answer\n1+1,2\n")
+    assert _run(capsys, _eval(tiny_vlm_path, csv)) == (
+        f"pepo eval: {csv}: not a data file pepo reads (.jsonl, .json, .parquet); convert it, or pass a folder of "
+        "such files")
+    corrupt = tmp_path / "test.parquet"
+    corrupt.write_bytes(b"PAR1 this is not a parquet file")
+    assert _run(capsys, _eval(tiny_vlm_path, corrupt)).startswith(f"pepo eval: {corrupt}: not a readable parquet file (")
+
+
+def test_eval_no_progress_hides_the_weight_loading_bar(tiny_vlm_path, synthetic_data_dir, tmp_path, capsys):
+    from transformers.utils import logging as hf_logging
+
+    def stderr_of(*extra):
+        hf_logging.enable_progress_bar()  # as a fresh process starts (another test may have turned the bars off)
+        argv = ["eval", "--model", str(tiny_vlm_path), "--data", str(synthetic_data_dir / "test.jsonl"), "--limit", "1",
+                "--n", "1", "--max-new-tokens", "1", "--overwrite", "--out", str(tmp_path / "r.json"), *extra]
+        assert pepo_main(argv) == 0
+        return capsys.readouterr().err
+
+    try:
+        assert "Loading weights" in stderr_of()  # the bar this test looks for is there without the option
+        assert "Loading weights" not in stderr_of("--no-progress")
+    finally:
+        hf_logging.enable_progress_bar()
+
+
 def test_eval_model_paths(tiny_vlm_path, synthetic_data_dir, tmp_path, capsys, no_model_loading):
     data = synthetic_data_dir / "test.jsonl"
     assert _run(capsys, _eval(tmp_path / "missing", data)) == (
@@ -102,10 +145,16 @@ def test_eval_model_paths(tiny_vlm_path, synthetic_data_dir, tmp_path, capsys, n
         f"pepo eval: --model {run}: no config.json in this folder; did you mean --model {run / 'checkpoint'}?")
 
 
-def test_eval_help_example_points_at_a_checkpoint():
-    from pepo.evaluation import cli
-
-    assert "--model runs/demo/pepo_g/checkpoint " in cli.__doc__
+@pytest.mark.parametrize("command", ["eval", "analyze"])
+def test_help_examples_keep_their_line_breaks_and_cite_nothing_private(command, capsys):
+    """The examples' continuation lines stay lines (a backslash-newline in a plain docstring joins them),
+    and they read what `pepo demo --quick` writes (tests/embedded/test_demo.py runs them on its output)."""
+    with pytest.raises(SystemExit):
+        pepo_main([command, "--help"])
+    text = capsys.readouterr().out
+    assert f"pepo {command} --model runs/demo_quick/pepo_g/checkpoint --benchmark geometry3k \\\n" \
+           "        --data runs/demo_quick/data/test.jsonl" in text
+    assert "spec" not in text.lower()
 
 
 def test_eval_data_folder_lists_its_files_and_refuses_mixed_splits(tiny_vlm_path, synthetic_data_dir, tmp_path, capsys,

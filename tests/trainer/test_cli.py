@@ -26,9 +26,9 @@ def test_help_is_short_and_names_config_recipes_examples_and_fields(capsys):
     assert code == 0
     lines = out.splitlines()
     assert len(lines) < 60 and "--config" in lines[0]
-    for recipe in RECIPES.glob("*.yaml"):
-        assert recipe.stem in out
-    assert out.count("pepo train --config recipes/") >= 2  # two examples
+    for recipe in [*RECIPES.glob("*.yaml"), *RECIPES.glob("paper/*.yaml")]:
+        assert recipe.relative_to(RECIPES).with_suffix("").as_posix() in out
+    assert out.count("pepo train --config ") >= 2  # two examples
     assert "--help-all" in out
     dests = {action.dest for action in train_cli._parser()._actions}
     for name in train_cli.COMMON_FIELDS:

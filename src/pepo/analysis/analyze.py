@@ -7,7 +7,7 @@ markdown report that links them and quotes the key numbers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from pepo.analysis.dynamics import METRIC_KEYS
 from pepo.analysis.report import markdown_table, response_rows, token_rows, write_csv, write_html
 from pepo.analysis.signals import ResponseTokens
 from pepo.analysis.tables import figure2_per_question, figure2_shift, figure3_shift, word_counts
+from pepo.data.records import Record
 
 __all__ = ["pick_html_responses", "write_analysis"]
 
@@ -136,6 +137,7 @@ def write_analysis(
     dynamics: Sequence[dict] | None = None,
     html_responses: int = 8,
     top_words: int = 30,
+    questions: Mapping[str, Record] | None = None,
 ) -> Path:
     """Write the report folder; returns the path of ``report.md``.
 
@@ -147,6 +149,7 @@ def write_analysis(
         settings: listed at the top of the report.
         dynamics: rows of :func:`pepo.analysis.load_runs`, or ``None``.
         html_responses: responses shown in ``responses.html``.
+        questions: question id -> record, for the question text, image and gold answer in ``responses.html``.
         top_words: words kept per word list.
     """
     out = Path(out)
@@ -165,7 +168,8 @@ def write_analysis(
         ]
         lines += _figure2_section(out, responses, measures, measure, k)
         lines += _figure3_section(out, responses, measure, k, top_words)
-        write_html(out / "responses.html", pick_html_responses(responses, html_responses), measure)
+        write_html(out / "responses.html", pick_html_responses(responses, html_responses), measure,
+                   questions=questions)
     elif responses is not None:
         lines += ["No non-empty responses to analyse.", ""]
     lines += _figure6_section(out, dynamics)

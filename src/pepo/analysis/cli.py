@@ -1,7 +1,8 @@
-"""``pepo analyze``: the paper's token-level analysis (Figures 2, 3 and 6) for any model and data.
+r"""``pepo analyze``: the paper's token-level analysis (Figures 2, 3 and 6) for any model and data.
 
-    pepo analyze --model runs/demo/pepo_g/checkpoint --benchmark geometry3k --data runs/demo/data/test.jsonl \
-        --n 8 --top-k 10 --runs runs/demo --out analysis/
+    pepo demo --quick     # writes the checkpoints, data and training logs this example reads
+    pepo analyze --model runs/demo_quick/pepo_g/checkpoint --benchmark geometry3k \
+        --data runs/demo_quick/data/test.jsonl --n 8 --top-k 10 --runs runs/demo_quick --out analysis/
 
 Samples ``--n`` responses per question (the ``pepo eval`` code path), grades them, runs each
 response once through the model with hidden states (and once more without the image), and writes
@@ -19,7 +20,13 @@ from rich.console import Console
 from rich.table import Table
 
 from pepo.cli_checks import ArgumentError, OneLineParser, check_at_least, check_out_dir, finite_float, interrupted
-from pepo.evaluation.cli import add_question_arguments, check_question_arguments, prepare_questions, refuse
+from pepo.evaluation.cli import (
+    add_question_arguments,
+    apply_no_progress,
+    check_question_arguments,
+    prepare_questions,
+    refuse,
+)
 
 __all__ = ["main"]
 
@@ -77,6 +84,7 @@ def _print_summary(report: Path, responses, k: int, measure: str, console: Conso
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    apply_no_progress(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from pepo.analysis import load_runs
     from pepo.data import DataError
@@ -128,6 +136,7 @@ def _run(args, out: Path, records, provenance, dynamics) -> int:
             "samples": "samples.jsonl (the pepo eval rows; rerunning resumes from it)", **settings,
         }
     report = write_analysis(out, responses, measure=args.measure, k=args.top_k, settings=settings, dynamics=dynamics,
-                            html_responses=args.html_responses)
+                            html_responses=args.html_responses,
+                            questions={record.id: record for record in records or []})
     _print_summary(report, responses, args.top_k, args.measure, Console())
     return 0

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import html
+import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pepo.analysis.signals import ResponseTokens
+from pepo.data.records import Record, open_image
 
 __all__ = ["fmt", "markdown_table", "response_rows", "token_rows", "weight_colour", "write_csv", "write_html"]
 
@@ -68,9 +71,52 @@ def weight_colour(weight: float, full: float = 2.0) -> str:
     return f"rgba({rgb},{strength:.3f})"
 
 
-def write_html(path: Path, responses: Sequence[ResponseTokens], measure: str, title: str = "pepo analyze") -> Path:
-    """Responses with every token coloured by its PEPO weight (full colour at the largest
-    ``|log w|`` shown); hover shows the signals. All text from the model or the data is HTML-escaped."""
+def _image_data_uri(source, largest_side: int = 512) -> str:
+    """An image as a ``data:image/png;base64`` URI (at most ``largest_side`` pixels a side), so the page
+    stands alone: nothing it shows is read from a path that may move."""
+    image = open_image(source)
+    image.thumbnail((largest_side, largest_side))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _question_text(record: Record) -> str:
+    """The text parts of a record's prompt, as the model was given them (images are shown apart)."""
+    return "\n".join(part["text"] for turn in record.prompt for part in turn.get("content", [])
+                     if isinstance(part, dict) and part.get("type") == "text")
+
+
+def _question_html(question_id: str, record: Record | None) -> str:
+    """A question's heading: its text, images (embedded) and gold answer, when the record is known."""
+    heading = f"<h2>question {html.escape(str(question_id))}</h2>"
+    if record is None:
+        return heading
+    images = "".join(f"<img class='image' alt='image {i + 1} of question {html.escape(str(question_id), quote=True)}' "
+                     f"src='{_image_data_uri(source)}'>" for i, source in enumerate(record.images))
+    return (f"{heading}<div class='question'>{images}<p class='text'>{html.escape(_question_text(record))}</p>"
+            f"<p>gold answer: <code class='gold'>{html.escape(str(record.solution))}</code></p></div>")
+
+
+def _response_html(r: ResponseTokens, measure: str, full: float) -> str:
+    verdict = "correct" if r.correct else "incorrect"
+    parts = [f"<div class='resp'><b>sample {r.sample}</b>: answer <code>{html.escape(str(r.answer))}</code>, "
+             f"<span class='{verdict}'>{verdict}</span><br>"]
+    for t in range(len(r)):
+        v, h, w = float(r.similarity[measure][t]), float(r.entropy[t]), float(r.weight[t])
+        tip = html.escape(f"sim {v:.4f} | entropy {h:.3f} | weight {w:.3f}", quote=True)
+        parts.append(f"<span class='tok' style='background:{weight_colour(w, full)}' title=\"{tip}\">"
+                     f"{html.escape(r.tokens[t]) or '&nbsp;'}</span>")
+    parts.append("</div>")
+    return "\n".join(parts)
+
+
+def write_html(path: Path, responses: Sequence[ResponseTokens], measure: str, title: str = "pepo analyze",
+               questions: Mapping[str, Record] | None = None) -> Path:
+    """Responses grouped by question, every token coloured by its PEPO weight (full colour at the
+    largest ``|log w|`` shown); hover shows the signals. ``questions`` (id -> record) adds each
+    question's text, images (embedded as PNG data, so the file stands alone) and gold answer.
+    All text from the model or the data is HTML-escaped."""
     spread = max((abs(math.log(w)) for r in responses for w in r.weight if w > 0 and math.isfinite(w)), default=0.0)
     full = math.exp(max(spread, 1e-6))
     parts = [
@@ -78,24 +124,19 @@ def write_html(path: Path, responses: Sequence[ResponseTokens], measure: str, ti
         f"<title>{html.escape(title)}</title>",
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
         ".tok{padding:1px 2px;margin:1px;border-radius:3px;display:inline-block;font-family:monospace}"
-        ".resp{border:1px solid #ddd;padding:.6em;margin:1em 0}</style>",
+        ".resp{border:1px solid #ddd;padding:.6em;margin:1em 0}.image{max-width:20em;display:block}"
+        ".text{white-space:pre-wrap}.correct{color:#2a7d2a}.incorrect{color:#b02a2a}</style>",
         f"<h1>{html.escape(title)}</h1>",
         f"<p>Token background: PEPO weight (red &gt; 1, blue &lt; 1, white = 1; full colour at {full:.3g} and "
         f"{1 / full:.3g}, the extremes shown). "
         f"Hover a token for its visual similarity ({html.escape(measure)}), entropy and weight.</p>",
     ]
+    by_question: dict[str, list[ResponseTokens]] = {}
     for r in responses:
-        verdict = "correct" if r.correct else "incorrect"
-        parts.append(
-            f"<div class='resp'><b>question {html.escape(str(r.question_id))}</b>, sample {r.sample}: {verdict}, "
-            f"answer <code>{html.escape(str(r.answer))}</code><br>"
-        )
-        for t in range(len(r)):
-            v, h, w = float(r.similarity[measure][t]), float(r.entropy[t]), float(r.weight[t])
-            tip = html.escape(f"sim {v:.4f} | entropy {h:.3f} | weight {w:.3f}", quote=True)
-            parts.append(f"<span class='tok' style='background:{weight_colour(w, full)}' title=\"{tip}\">"
-                         f"{html.escape(r.tokens[t]) or '&nbsp;'}</span>")
-        parts.append("</div>")
+        by_question.setdefault(r.question_id, []).append(r)
+    for question_id, group in by_question.items():
+        parts.append(_question_html(question_id, (questions or {}).get(question_id)))
+        parts += [_response_html(r, measure, full) for r in group]
     path.write_text("\n".join(parts) + "\n", encoding="utf-8")
     return path
 

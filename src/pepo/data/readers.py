@@ -65,6 +65,9 @@ def data_files(path: str | Path, split: str | None = None) -> list[Path]:
     """
     path = Path(path)
     if path.is_file():
+        if path.suffix not in _TABLE_SUFFIXES:
+            raise DataError(path, None, None, f"not a data file pepo reads ({', '.join(_TABLE_SUFFIXES)}); "
+                            "convert it, or pass a folder of such files")
         if split is not None and _split_of(path, path.parent) != split:
             raise DataError(path, None, None, f"split {split!r} named, but this file is not of that split; "
                             "pass the folder with the split, or the file without it")
@@ -108,9 +111,14 @@ def _iter_rows(files: list[Path]) -> Iterator[tuple[Path, int | str, dict | Data
                 where = f"record {key}"
                 yield file, where, row if isinstance(row, dict) else DataError(file, where, None, f"expected a JSON object, got {type(row).__name__}")
         else:
+            import pyarrow
             import pyarrow.parquet as pq
 
-            for number, row in enumerate(pq.read_table(file).to_pylist(), start=1):
+            try:
+                table = pq.read_table(file)
+            except (pyarrow.ArrowException, OSError) as exc:
+                raise DataError(file, None, None, f"not a readable parquet file ({str(exc).splitlines()[0]})") from None
+            for number, row in enumerate(table.to_pylist(), start=1):
                 yield file, f"row {number}", row
 
 

@@ -1,7 +1,8 @@
-"""``pepo eval``: evaluate a local checkpoint on a local benchmark copy (spec section 8).
+r"""``pepo eval``: evaluate a local checkpoint on a local benchmark copy.
 
-    pepo eval --model runs/demo/pepo_g/checkpoint --benchmark geometry3k --data runs/demo/data/test.jsonl \
-        --n 8 --out results/pepo_g_test.json
+    pepo demo --quick     # writes the checkpoints and data this example reads
+    pepo eval --model runs/demo_quick/pepo_g/checkpoint --benchmark geometry3k \
+        --data runs/demo_quick/data/test.jsonl --n 8 --out results/pepo_g_test.json
 
 Writes ``--out`` (settings, totals, per-question outputs / answers / scores / majority answer) and,
 as it goes, ``<out>.questions.jsonl``; rerunning the same command resumes from that file. Rows of
@@ -36,6 +37,7 @@ from pepo.cli_checks import (
 
 __all__ = [
     "add_question_arguments",
+    "apply_no_progress",
     "check_question_arguments",
     "default_out",
     "load_questions",
@@ -86,6 +88,14 @@ def add_question_arguments(parser: argparse.ArgumentParser, *, required: bool) -
     parser.add_argument("--device", default=None, help="e.g. cuda:0 (default cpu)")
     parser.add_argument("--overwrite", action="store_true", help="discard the responses already saved under --out and start over")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def apply_no_progress(args) -> None:
+    """``--no-progress`` hides transformers' bars too (its "Loading weights" bar), not only pepo's."""
+    if args.no_progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 def check_question_arguments(args) -> None:
@@ -234,6 +244,7 @@ def _prepare(args):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    apply_no_progress(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from pepo.data import DataError
     from pepo.evaluation import evaluate_model

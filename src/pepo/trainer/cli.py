@@ -133,17 +133,22 @@ def _has_bf16_device() -> bool:
 
 
 def _recipe(argv: list[str]) -> tuple[Path | None, dict]:
-    """The ``--config`` file of ``argv`` and its mapping (``{}`` without one), read as TrlParser will."""
+    """The ``--config`` file of ``argv`` (a path, or a shipped recipe's name such as ``pepo_g_tiny``)
+    and its mapping (``{}`` without one), read as TrlParser will."""
     import yaml
+
+    from pepo.shipped_recipes import find_recipe
 
     if "--config" not in argv:
         return None, {}
     index = argv.index("--config")
     if index + 1 >= len(argv):
-        raise UsageError("--config: give a recipe file, e.g. --config recipes/pepo_g_tiny.yaml")
+        raise UsageError("--config: give a recipe file or a shipped recipe's name, e.g. --config pepo_g_tiny")
     path = Path(argv[index + 1])
     if not path.is_file():
-        raise UsageError(f"--config {path}: no such file{_recipes_hint()}")
+        path = find_recipe(argv[index + 1])
+        if path is None:
+            raise UsageError(f"--config {argv[index + 1]}: no such file or shipped recipe{_recipes_hint()}")
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
@@ -224,6 +229,7 @@ def parse(argv: list[str]):
     if path is not None:
         _check_recipe_fields(parser, path, config)
         parser.set_defaults_with_config(**{k: v for k, v in config.items() if k != "env"})
+        argv = [*argv[: argv.index("--config") + 1], str(path), *argv[argv.index("--config") + 2 :]]  # a name -> its file
     try:
         values = vars(parser.parse_known_args(_without_config(argv))[0])
     except ValueError as error:  # argparse's: "argument --max_steps: invalid int value: 'four'"
@@ -242,38 +248,38 @@ def parse(argv: list[str]):
         raise UsageError(_where(message, argv, path, config)) from None
 
 
-def _recipes_dir() -> Path | None:
-    """``recipes/`` of the repository pepo runs from (absent from a wheel install)."""
-    folder = Path(__file__).resolve().parents[3] / "recipes"
-    return folder if folder.is_dir() else None
-
-
 def _recipes_hint() -> str:
-    folder = _recipes_dir()
-    return f" (the shipped recipes are in {folder})" if folder else ""
+    from pepo.shipped_recipes import recipes_dir
+
+    return f" (pepo recipes lists the shipped ones, in {recipes_dir()})" if recipes_dir() else ""
 
 
 def short_help() -> str:
     """pepo's own ``pepo train --help``: what it does, the recipes, two examples, the common fields."""
     import textwrap
 
-    folder = _recipes_dir()
-    recipes = sorted(p.stem for p in folder.glob("*.yaml")) if folder else []
+    from pepo.shipped_recipes import recipe_names, recipes_dir
+
+    recipes = recipe_names()
     tiny = " ".join(r for r in recipes if r.endswith("_tiny"))
-    large = " ".join(r for r in recipes if r.endswith("_geometry3k"))
+    large = " ".join(r for r in recipes if r.endswith("_geometry3k") and "/" not in r)
+    paper = " ".join(r for r in recipes if r.startswith("paper/"))
     lines = [
-        "usage: pepo train --config RECIPE.yaml [--field value ...]",
+        "usage: pepo train --config RECIPE [--field value ...]",
         "",
         "Train a vision-language model with PEPO, GRPO, DAPO, PAPO or VPPO (TRL's GRPOTrainer plus PEPO's",
         "token weights) from a YAML recipe. A --field value on the command line overrides the recipe's field.",
+        "RECIPE is a YAML file or the name of a shipped recipe (pepo recipes lists them, pepo recipes cp copies one).",
         "",
-        f"Recipes shipped, in {folder if folder else 'recipes/ of the pepo repository'}:",
+        f"Recipes shipped, in {recipes_dir() or '(none found in this install)'}:",
         *textwrap.wrap(f"tiny Qwen2.5-VL on CPU, minutes: {tiny}", 100, initial_indent="  ", subsequent_indent="    "),
         *textwrap.wrap(f"Qwen2.5-VL-3B on Geometry3K, GPU: {large}", 100, initial_indent="  ", subsequent_indent="    "),
+        *textwrap.wrap(f"the paper's other models and tasks, GPU: {paper}", 100, initial_indent="  ",
+                       subsequent_indent="    "),
         "",
         "Examples:",
-        "  pepo train --config recipes/pepo_g_tiny.yaml",
-        "  pepo train --config recipes/pepo_g_qwen2_5_vl_3b_geometry3k.yaml --output_dir runs/pepo_g \\",
+        "  pepo train --config pepo_g_tiny",
+        "  pepo train --config pepo_g_qwen2_5_vl_3b_geometry3k --output_dir runs/pepo_g \\",
         "      --model_name_or_path /models/Qwen2.5-VL-3B-Instruct --train_file data/geometry3k/train.jsonl",
         "",
         "Fields people change (in the recipe, or as --field value):",
@@ -516,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
-        print(f"pepo train: give a recipe: pepo train --config RECIPE.yaml{_recipes_hint()}; "
+        print(f"pepo train: give a recipe: pepo train --config RECIPE{_recipes_hint()}; "
               "pepo train --help for more", file=sys.stderr)
         return 2
     if "-h" in argv or "--help" in argv:
