@@ -2,9 +2,9 @@
 accelerate configs (recipes/accelerate/) validate without a GPU and without weights:
 
 * every recipe parses through `pepo train`'s own parser (TRL's ``TrlParser`` into ``PEPOConfig``)
-  and says what the spec says for its method and task;
+  and says what docs/method.md (Training setup) says for its method and task;
 * the model family it names resolves to a transformers model class, built on the meta device from
-  the family's config (the published parameter count comes out), and to the image token the spec
+  the family's config (the published parameter count comes out), and to the image token docs/method.md (Notation)
   names for it (``<|image_pad|>`` for Qwen2.5-VL, ``<IMG_CONTEXT>`` for InternVL3);
 * every accelerate config loads with accelerate's own loader, and every DeepSpeed / FSDP key in it
   is an option accelerate's launcher knows (it would otherwise be dropped silently).

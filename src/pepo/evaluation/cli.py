@@ -1,4 +1,4 @@
-"""``pepo eval``: evaluate a local checkpoint on a local benchmark copy (spec section 8).
+"""``pepo eval``: evaluate a local checkpoint on a local benchmark copy (``docs/method.md``, Data and evaluation).
 
     pepo eval --model runs/demo/pepo_g/checkpoint --benchmark geometry3k --data runs/demo/data/test.jsonl \
         --n 8 --out results/pepo_g_test.json

@@ -1,4 +1,4 @@
-"""``PEPOConfig``: TRL's ``GRPOConfig`` plus the fields of PEPO (PEPO_SPEC.md sections 4-6).
+"""``PEPOConfig``: TRL's ``GRPOConfig`` plus the fields of PEPO (``docs/method.md``, Token weights to Base algorithms).
 
 Every GRPO/DAPO knob (``loss_type``, ``beta``, ``epsilon``/``epsilon_high``, ``num_generations``,
 ``mask_truncated_completions``, ``top_entropy_quantile`` ...) is TRL's own field; this class only
