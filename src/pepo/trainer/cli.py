@@ -215,7 +215,7 @@ def short_help() -> str:
     folder = _recipes_dir()
     recipes = sorted(p.stem for p in folder.glob("*.yaml")) if folder else []
     tiny = " ".join(r for r in recipes if r.endswith("_tiny"))
-    large = " ".join(r for r in recipes if r.endswith("_geometry3k"))
+    large = " ".join(r for r in recipes if "_geometry3k" in r)
     lines = [
         "usage: pepo train --config RECIPE.yaml [--field value ...]",
         "",
