@@ -24,6 +24,13 @@ paired t-test over seeds (``scipy.stats.ttest_rel``: the unit is the training ru
 includes RL's seed-to-seed variation, which a test over questions would leave out); the standard
 error one run's avg@N has from the finite question set (per-question scores); the median step time
 over the method's base's, per seed, averaged.
+
+Method values: each method's own fields are those of :data:`pepo.embedded.recipe.RL_METHODS`, stored in
+every row. They are not all the released ones (``recipes/paper/released_values.yaml``): the committed
+rows ran DAPO's clip-higher 0.28 (the PEPO release runs 0.2), PAPO_G's 7B double entropy 0.05 / 0.05
+(its 3B script: 0 / 0) and VPPO's config defaults k 0.2 / beta_min 0.8 (its scripts: 0.4 / 0.9). Every
+section of ``<results>.md`` carries a table of the values its rows ran beside the releases', with the
+reason for each difference (:data:`WHY_DIFFERENT`); the rows are not re-run to change them.
 """
 
 from __future__ import annotations
@@ -198,6 +205,69 @@ def method_config(method: str) -> dict:
 METHOD_FIELDS = ("weighting", "top_entropy_quantile", "perception_aware", "papo_", "vppo_", "gate_")
 
 
+# bench method -> the row of recipes/paper/released_values.yaml its own fields are compared with
+RELEASES = REPO / "recipes" / "paper" / "released_values.yaml"
+RELEASED_ROW = {
+    "grpo": "pepo_g_qwen2_5_vl_3b_geometry3k", "pepo_g": "pepo_g_qwen2_5_vl_3b_geometry3k",
+    "high_entropy": "pepo_g_qwen2_5_vl_3b_geometry3k", "perception": "pepo_g_qwen2_5_vl_3b_geometry3k",
+    "exploration": "pepo_g_qwen2_5_vl_3b_geometry3k",
+    "dapo": "pepo_d_qwen2_5_vl_3b_geometry3k", "pepo_d": "pepo_d_qwen2_5_vl_3b_geometry3k",
+    "papo_g": "papo_g_qwen2_5_vl_3b_virl39k", "papo_d": "papo_d_qwen2_5_vl_3b_virl39k",
+    "vppo": "vppo_qwen2_5_vl_7b_virl39k",
+}
+# the fields that make a method what it is (loss, KL, sampling and sizes are the bench's own, one for all)
+COMPARED_FIELDS = ("epsilon_high", "dynamic_sampling", "mask_truncated_completions", "top_entropy_quantile",
+                   "papo_gamma", "papo_eta_ori", "papo_eta_aug", "vppo_k", "vppo_beta_min", "vppo_entropy_coef")
+_PAIRED = "the paired comparison needs each method on its base's loss, clip and filtering (check_bases)"
+# why a committed row's value differs from its release: the rows are not re-run (issue 28)
+WHY_DIFFERENT = {
+    ("dapo", "epsilon_high"): "canonical DAPO's clip-higher (arXiv 2503.14476); the PEPO release's DAPO runs "
+                              "ms-swift's symmetric 0.2, found after these rows ran",
+    ("pepo_d", "epsilon_high"): "its base dapo's clip (see dapo)",
+    ("papo_d", "epsilon_high"): "its base dapo's clip (see dapo)",
+    ("vppo", "epsilon_high"): "its base dapo's clip (see dapo)",
+    ("papo_g", "epsilon_high"): "PAPO's EasyR1 default clip 0.3; " + _PAIRED,
+    ("papo_d", "mask_truncated_completions"): "EasyR1 has no overlong filter; " + _PAIRED,
+    ("vppo", "mask_truncated_completions"): "EasyR1 has no overlong filter; " + _PAIRED,
+    ("papo_g", "papo_eta_ori"): "the released 7B PAPO_G values; the 3B script leaves the double entropy off",
+    ("papo_g", "papo_eta_aug"): "the released 7B PAPO_G values; the 3B script leaves the double entropy off",
+    ("vppo", "vppo_k"): "VPPO's config default (verl/trainer/config.py); both released scripts override it",
+    ("vppo", "vppo_beta_min"): "VPPO's config default (verl/trainer/config.py); both released scripts override it",
+    ("high_entropy", "top_entropy_quantile"): "the method itself (High-Entropy RL, arXiv 2506.01939); no released "
+                                              "script, compared with the PEPO_G script it otherwise follows",
+}
+
+
+def released_values_table(rows: list[dict]) -> list[str]:
+    """Markdown lines: each method's own values in ``rows`` beside its release's, and why they differ."""
+    import dataclasses
+
+    import yaml
+
+    from pepo.trainer.config import PEPOConfig
+
+    table = yaml.safe_load(RELEASES.read_text())
+    defaults = {f.name: f.default for f in dataclasses.fields(PEPOConfig)}
+    lines = ["Method values these rows ran, beside the released scripts' (`recipes/paper/released_values.yaml`); "
+             "every method ran with this section's loss_type and no KL term (beta 0: no reference model):", "",
+             "| method | field | these rows | release | released script | why different |", "|---|---|---|---|---|---|"]
+    same = []
+    configs = {r["method"]: r["method_config"] for r in rows if r["method"] in RELEASED_ROW}
+    for method, config in configs.items():
+        row = table[RELEASED_ROW[method]]
+        released = {**row.get("defaults", {}), **row["values"]}
+        for field in COMPARED_FIELDS:
+            ran, rel = config.get(field, defaults[field]), released.get(field, defaults[field])
+            if field not in config and field not in released:
+                continue
+            if ran == rel:
+                same.append(f"{method} {field}")
+                continue
+            why = WHY_DIFFERENT.get((method, field), _PAIRED)
+            lines.append(f"| {method} | {field} | {ran} | {rel} | {row['repository']} {row['path'].split(' ')[0]} | {why} |")
+    return lines + ["", f"Equal to the release: {', '.join(same) or 'none'}.", ""]
+
+
 def check_bases(methods: list[str]) -> None:
     """Each method's config is its base's but for method fields (:data:`METHOD_FIELDS`): else the
     paired comparison would change more than the method."""
@@ -356,6 +426,7 @@ def section(fp: str, rows: list[dict], summary: dict) -> str:
     lines += ["", f"Load average (1 min) during the rows: {min(loads):.1f} to {max(loads):.1f} on this machine's "
               f"{os.cpu_count()} CPUs: step times are comparable within a seed (base and method ran back to back), "
               "not across machines.", ""]
+    lines += released_values_table(rows)
     return "\n".join(lines)
 
 

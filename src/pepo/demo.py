@@ -259,7 +259,7 @@ def _rows(results: dict[str, dict], blank: dict[str, dict], logs: dict[str, list
             "lift_se": _paired_se([q["score"] for q in start["per_question"]], [q["score"] for q in res["per_question"]]),
             "step_time_s": step_time.get(name),
             "time_share_logged": statistics.mean(shares) if shares else None,
-            # the spec's extra-cost ratio rho = (t_PEPO - t_GRPO) / t_GRPO, from mean step times
+            # the paper's extra-cost ratio rho = (t_PEPO - t_GRPO) / t_GRPO, from mean step times
             "rho_vs_grpo": (step_time[name] - step_time["grpo"]) / step_time["grpo"]
             if name in step_time and "grpo" in step_time and name != "grpo" else None,
         })
@@ -308,7 +308,7 @@ def _report(metrics: dict) -> str:
     lines += [
         "",
         "PEPO time share: PEPO's own computation time over the whole step, as logged by PEPOTrainer "
-        "(`pepo/time_share`). rho vs GRPO: the spec's (t_method - t_GRPO) / t_GRPO from mean step times (noisy on a "
+        "(`pepo/time_share`). rho vs GRPO: the paper's (t_method - t_GRPO) / t_GRPO from mean step times (noisy on a "
         "shared CPU; `benchmarks/bench_step.py` measures it paired, with an A/A control).",
         "",
         "Warm-start validation log: " + ", ".join(f"step {e['step']}: {100 * e['val_accuracy']:.1f}" for e in metrics["sft_log"]),

@@ -1,4 +1,4 @@
-"""Which input positions hold image tokens (the set ``V_b`` of PEPO_SPEC.md section 1).
+"""Which input positions hold image tokens (the set ``V_b`` of ``docs/method.md``, Notation).
 
 Every Hugging Face VLM expands an image into a run of placeholder tokens in ``input_ids`` and, in
 its forward, overwrites the embeddings at exactly those positions with the vision features. The

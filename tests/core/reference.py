@@ -1,4 +1,4 @@
-"""Naive reference forms of PEPO's math, written straight from PEPO_SPEC.md for the tests.
+"""Naive reference forms of PEPO's math, written straight from docs/method.md for the tests.
 
 Per-row similarity matrices in Python loops, in float64: slow and obviously right.
 """
@@ -9,7 +9,7 @@ import torch
 
 
 def naive_perception(hidden_states, vision_mask, T, measure="cosine"):
-    """(B, T) float64: the spec's double mean over layers and image tokens, entry by entry."""
+    """(B, T) float64: docs/method.md's double mean over layers and image tokens, entry by entry."""
     B, S, _ = hidden_states[0].shape
     out = torch.zeros(B, T, dtype=torch.float64)
     for b in range(B):
@@ -39,7 +39,7 @@ def naive_entropy(logits, temperature=1.0):
 
 
 def naive_weights(v, h, mask, alpha, tau, mode="pepo"):
-    """(B, T) float64 weights, one row at a time, exactly as the spec writes them."""
+    """(B, T) float64 weights, one row at a time, exactly as docs/method.md writes them."""
     out = torch.zeros(v.shape, dtype=torch.float64)
     for b in range(v.shape[0]):
         idx = mask[b].bool().nonzero().flatten()

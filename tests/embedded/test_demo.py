@@ -33,7 +33,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
         # the table prints what metrics.json holds
         assert cells[1] == f"{100 * row['avg']:.1f}" and cells[2] == f"{100 * row['majority']:.1f}"
         assert cells[3] == f"{row['mean_length']:.1f}" and cells[7] == f"{100 * row['blank_avg']:.1f}"
-        # PEPO's logged time share, and the spec's rho from step times (GRPO itself has none)
+        # PEPO's logged time share, and the paper's rho from step times (GRPO itself has none)
         share, rho = row["time_share_logged"], row["rho_vs_grpo"]
         assert cells[4] == ("n/a" if share is None else f"{share:.3f}")
         assert cells[5] == ("n/a" if rho is None else f"{rho:+.3f}")

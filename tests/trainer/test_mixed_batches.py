@@ -2,7 +2,7 @@
 own collation (``_generate_and_score_completions``, the processor, the generation-batch split) and
 the tiny Qwen2.5-VL forward, for every weighting mode.
 
-PEPO_SPEC.md section 4: an image-less row has no perception prior, so the perception modes
+docs/method.md, Token weights: an image-less row has no perception prior, so the perception modes
 (``pepo``, ``perception``) give it weight 1 (the base algorithm); ``exploration`` uses the entropy
 alone and weights every row, with or without an image (``pepo.core.token_weights``: the trainer
 passes ``has_image`` only to the perception modes). A row's image-token set ``V_b`` is every

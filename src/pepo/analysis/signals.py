@@ -1,7 +1,7 @@
 """Per-token signals of sampled responses: what PEPO computes during training, recorded for analysis.
 
 For one response ``r`` to a prompt ``p`` with images, one teacher-forced forward of ``p + r`` with
-``output_hidden_states=True`` gives, for every response token (PEPO_SPEC.md sections 2-4):
+``output_hidden_states=True`` gives, for every response token (``docs/method.md``, Perception prior to Token weights):
 
 * the visual similarity under every measure (``pepo.core.perception_scores``),
 * the entropy at the sampling temperature (``pepo.core.token_entropy``, from the logits that
@@ -77,7 +77,7 @@ def response_signals(
             at positions ``S - T - 1 .. S - 2``).
         vision_mask: ``(1, S)`` bool, True on image-placeholder tokens.
         temperature: the sampling temperature (entropy of the distribution actually sampled from).
-        gate_alpha, gate_temperature, weighting: the PEPO weight settings (spec section 4).
+        gate_alpha, gate_temperature, weighting: the PEPO weight settings (``docs/method.md``, Token weights).
         measure: the similarity measure the weights use.
         measures: every measure to record.
 

@@ -14,7 +14,7 @@ PAPO (arXiv 2507.06448) and VPPO (arXiv 2510.09285), compared beside PEPO, are i
 :mod:`pepo.core.perception_aware`.
 
 Reference: Li, Kuang et al., "Perception-Exploration Policy Optimization", arXiv 2603.22847 (2026),
-and ``PEPO_SPEC.md`` sections 2-5.
+and ``docs/method.md`` (Perception prior to Schedule and token-level advantage).
 """
 
 from pepo.core.chunking import default_chunk_bytes

@@ -1,4 +1,4 @@
-"""Exploration signal: per-token predictive entropy (PEPO_SPEC.md section 3).
+"""Exploration signal: per-token predictive entropy (``docs/method.md``, Exploration signal).
 
     p       = softmax(logits[b, t] / temperature)
     h[b, t] = -sum_k p_k log p_k = logsumexp(x) - sum_k p_k x_k,   x = logits / temperature

@@ -1,5 +1,5 @@
 """Perception prior: how close each response token's hidden states are to the image tokens'
-(PEPO_SPEC.md section 2), averaged over the ``L + 1`` hidden-state tensors and the image tokens.
+(``docs/method.md``, Perception prior), averaged over the ``L + 1`` hidden-state tensors and the image tokens.
 
     cosine: v[b,t] =  1/(L+1) sum_l 1/|V_b| sum_{j in V_b} cos(H^l[b,s], H^l[b,j])
     dot:    v[b,t] =  1/(L+1) sum_l 1/|V_b| sum_j <H^l[b,s], H^l[b,j]>
@@ -39,7 +39,7 @@ from pepo.core.checks import check_finite
 from pepo.core.chunking import FLOAT_BYTES, default_chunk_bytes, positions_per_chunk
 
 NORM_EPS = 1e-12  # x / max(||x||, 1e-12), as torch.nn.functional.normalize
-L2_EPS = 1e-6  # inside the square root of the l2 distance (spec section 2)
+L2_EPS = 1e-6  # inside the square root of the l2 distance (docs/method.md, Perception prior)
 
 
 def _float_slices(hidden: torch.Tensor, start: int, stop: int, step: int):

@@ -1,4 +1,4 @@
-"""Progressive schedule and the token-level advantage multiplier (PEPO_SPEC.md section 5).
+"""Progressive schedule and the token-level advantage multiplier (``docs/method.md``, Schedule and token-level advantage).
 
     lambda  = min(1, global_step / max_steps)
     A[b, t] = A_b * ((1 - lambda) + lambda * w[b, t])

@@ -1,4 +1,4 @@
-"""Fusion of perception and exploration into unit-mean token weights (PEPO_SPEC.md section 4).
+"""Fusion of perception and exploration into unit-mean token weights (``docs/method.md``, Token weights).
 
 Per response, over its valid tokens only (``eps = 1e-6``):
 

@@ -192,7 +192,7 @@ def _save(trainer, processor, output_dir: str | Path) -> Path:
 
 # method -> PEPOConfig fields on top of the shared settings of rl_train. GRPO and PEPO_G differ
 # only in `weighting`; DAPO adds clip-higher, dynamic sampling, token-level (bnpo) loss and overlong
-# filtering (spec section 6).
+# filtering (docs/method.md, Base algorithms).
 _GRPO = {"weighting": "none", "loss_type": "grpo", "epsilon": 0.2, "epsilon_high": 0.2}
 _DAPO = {"weighting": "none", "loss_type": "bnpo", "epsilon": 0.2, "epsilon_high": 0.28,
          "dynamic_sampling": True, "mask_truncated_completions": True}

@@ -30,7 +30,7 @@ object uniformly among the valid ones), so a model that cannot see does no bette
 Every record carries a reference chain of thought ``<think> ... </think> <answer> ... </answer>``.
 ``chain="short"`` states the one fact seen (``The triangle is purple .``); ``chain="long"``
 names positions, colours and shapes (the visual words PEPO's perception prior should find) and
-reasons over them (``So``, ``Therefore``: the turns its entropy signal should find). Records are written in the Geometry3K JSONL layout of the spec (section 8), with images on
+reasons over them (``So``, ``Therefore``: the turns its entropy signal should find). Records are written in the Geometry3K JSONL layout (``docs/method.md``, Data and evaluation), with images on
 disk and paths relative to the JSONL's folder, plus two extra fields, ``reference`` (the chain)
 and ``qtype``.
 
@@ -46,7 +46,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from pepo.data.prompts import PROMPT_SUFFIX  # the spec's training suffix, section 7
+from pepo.data.prompts import PROMPT_SUFFIX  # the training suffix (docs/method.md, Rewards)
 
 __all__ = [
     "CHAIN_STYLES",

@@ -1,4 +1,4 @@
-r"""``pepo eval``: evaluate a local checkpoint on a local benchmark copy.
+r"""``pepo eval``: evaluate a local checkpoint on a local benchmark copy (``docs/method.md``, Data and evaluation).
 
     pepo demo --quick     # writes the checkpoints and data this example reads
     pepo eval --model runs/demo_quick/pepo_g/checkpoint --benchmark geometry3k \

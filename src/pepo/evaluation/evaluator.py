@@ -6,7 +6,7 @@ Generation backends (same results either way):
 
 * ``transformers`` (default): ``model.generate`` on batches of questions, left padding,
   ``num_return_sequences = n``; sampling at ``temperature``/``top_p`` when ``n > 1``, greedy when
-  ``n == 1`` (spec 8). Works on CPU.
+  ``n == 1`` (``docs/method.md``, Data and evaluation). Works on CPU.
 * ``vllm`` (optional extra): ``model`` is a ``vllm.LLM``; one ``SamplingParams(n=...)`` request per
   question.
 
@@ -179,7 +179,7 @@ def evaluate_model(
     on_question: Callable[[dict[str, Any]], None] | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> EvalResult:
-    """Evaluate ``model`` on ``records`` with avg@``n`` and majority vote (spec 8).
+    """Evaluate ``model`` on ``records`` with avg@``n`` and majority vote (``docs/method.md``, Data and evaluation).
 
     Args:
         model: a Hugging Face VLM (``backend="transformers"``) or a ``vllm.LLM`` (``"vllm"``).

@@ -1,4 +1,4 @@
-"""Scoring one sampled answer, majority voting, and the avg@N totals (``PEPO_SPEC.md`` section 8).
+"""Scoring one sampled answer, majority voting, and the avg@N totals (``docs/method.md``, Data and evaluation).
 
 avg@N: each question is sampled N times (N = 8 at temperature 1.0 in the paper; N = 1 is greedy);
 its score is the mean correctness of the N samples, and the benchmark score is the mean over

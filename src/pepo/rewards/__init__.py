@@ -1,4 +1,4 @@
-"""Rewards for RL with verifiable rewards, as TRL reward functions (``PEPO_SPEC.md`` section 7).
+"""Rewards for RL with verifiable rewards, as TRL reward functions (``docs/method.md``, Rewards).
 
 >>> from pepo.rewards import REWARD_FUNCTIONS
 >>> sorted(REWARD_FUNCTIONS)

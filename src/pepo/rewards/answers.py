@@ -1,6 +1,6 @@
 """Answer extraction and comparison: the text side of every reward (no sympy here).
 
-The conventions are the paper's (``PEPO_SPEC.md`` section 7, and the public release's
+The conventions are the paper's (``docs/method.md``, Rewards, and the public release's
 ``rewards/plugin.py`` / ``evaluation/evaluate_*.py``):
 
 * the answer is the text inside the first ``<answer>...</answer>``;
@@ -68,7 +68,7 @@ def completion_text(completion: Any) -> str:
 
 
 def has_valid_format(text: str) -> bool:
-    """Exactly one ``<think>...</think>`` and exactly one ``<answer>...</answer>`` (spec 7)."""
+    """Exactly one ``<think>...</think>`` and exactly one ``<answer>...</answer>`` (``docs/method.md``, Rewards)."""
     return len(THINK_PATTERN.findall(text)) == 1 and len(ANSWER_PATTERN.findall(text)) == 1
 
 
@@ -143,7 +143,7 @@ def _as_option(answer: str, choices: list[str] | None) -> str:
 
 
 def match_choice(answer: Any, solution: Any, choices: list[str] | None = None) -> bool:
-    """Exact match after normalisation, by option letter or option text (spec 7).
+    """Exact match after normalisation, by option letter or option text (``docs/method.md``, Rewards).
 
     With ``choices``, both sides are mapped to option text first, so ``"B"``, ``"(B)"`` and the
     text of option B all match a solution given as ``"B"`` or as that text. Without choices, a

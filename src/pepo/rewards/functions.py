@@ -86,7 +86,7 @@ def _safely(score: Callable[[], float], reward: str) -> float:
 @register_reward("format")
 def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
     """1.0 if the completion holds exactly one ``<think>...</think>`` and exactly one
-    ``<answer>...</answer>``, else 0.0 (spec 7)."""
+    ``<answer>...</answer>``, else 0.0 (``docs/method.md``, Rewards)."""
     return [_safely(lambda c=c: has_valid_format(completion_text(c)), "format") for c in completions]
 
 
@@ -103,7 +103,7 @@ def _accuracy(completions: Sequence[Any], kwargs: dict, backend: str, name: str)
 @register_reward("accuracy")
 def accuracy_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
     """1.0 if the text in the first ``<answer>...</answer>`` equals the ``solution`` column after
-    normalisation or by ``mathruler.grader.grade_answer`` (spec 7), else 0.0. Each answer is graded
+    normalisation or by ``mathruler.grader.grade_answer`` (``docs/method.md``, Rewards), else 0.0. Each answer is graded
     under a time limit (:func:`pepo.rewards.set_grading_timeout`)."""
     return _accuracy(completions, kwargs, "mathruler", "accuracy")
 
@@ -119,7 +119,7 @@ def math_verify_accuracy_reward(completions: Sequence[Any], **kwargs: Any) -> li
 @register_reward("choice")
 def choice_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
     """Multiple choice / classification: 1.0 if the answer matches ``solution`` after normalisation,
-    by option letter or option text when a ``choices`` column exists, else 0.0 (spec 7)."""
+    by option letter or option text when a ``choices`` column exists, else 0.0 (``docs/method.md``, Rewards)."""
     solutions = _column(kwargs, "solution", len(completions), "choice")
     choices = kwargs.get("choices") or [None] * len(completions)
 

@@ -136,7 +136,7 @@ def _get_state() -> _GraderState:
 def grade_math(answer: str | None, solution: str | None, backend: str = "mathruler") -> bool:
     """Whether ``answer`` is mathematically equivalent to ``solution``.
 
-    Both are normalised (spec 7) first; then ``mathruler.grader.grade_answer(answer, solution)``
+    Both are normalised (``docs/method.md``, Rewards) first; then ``mathruler.grader.grade_answer(answer, solution)``
     (or math-verify's ``verify(parse(solution), parse(answer))`` with ``backend="math_verify"``)
     decides, within the per-answer time limit. Never raises: a timeout, a grading-library error
     or an empty answer is ``False``.

@@ -262,7 +262,7 @@ def short_help() -> str:
 
     recipes = recipe_names()
     tiny = " ".join(r for r in recipes if r.endswith("_tiny"))
-    large = " ".join(r for r in recipes if r.endswith("_geometry3k") and "/" not in r)
+    large = " ".join(r for r in recipes if "_geometry3k" in r and "/" not in r)
     paper = " ".join(r for r in recipes if r.startswith("paper/"))
     lines = [
         "usage: pepo train --config RECIPE [--field value ...]",

@@ -1,4 +1,4 @@
-"""``PEPOConfig``: TRL's ``GRPOConfig`` plus the fields of PEPO (PEPO_SPEC.md sections 4-6).
+"""``PEPOConfig``: TRL's ``GRPOConfig`` plus the fields of PEPO (``docs/method.md``, Token weights to Base algorithms).
 
 Every GRPO/DAPO knob (``loss_type``, ``beta``, ``epsilon``/``epsilon_high``, ``num_generations``,
 ``mask_truncated_completions``, ``top_entropy_quantile`` ...) is TRL's own field; this class only
@@ -36,9 +36,9 @@ def weighting_choices() -> tuple[str, ...]:
 class PEPOConfig(GRPOConfig, PerceptionAwareArguments):
     r"""Configuration of :class:`pepo.trainer.PEPOTrainer`: ``GRPOConfig`` plus PEPO's fields.
 
-    PEPO_G is GRPO with ``weighting="pepo"``; PEPO_D is DAPO (``epsilon_high=0.28``,
-    ``dynamic_sampling=True``, token-level loss, ``mask_truncated_completions=True``) with
-    ``weighting="pepo"``. ``weighting="none"`` is the base algorithm, bit for bit TRL's. The
+    PEPO_G is GRPO with ``weighting="pepo"``; PEPO_D is DAPO (``dynamic_sampling=True``, token-level
+    loss, ``mask_truncated_completions=True``; clip-higher ``epsilon_high=0.28`` in canonical DAPO, a
+    symmetric 0.2 in the PEPO release's runs: ``recipes/paper/README.md``) with ``weighting="pepo"``. ``weighting="none"`` is the base algorithm, bit for bit TRL's. The
     High-Entropy RL baseline is TRL's ``top_entropy_quantile=0.2`` with ``weighting="none"``.
     PAPO and VPPO are ``perception_aware="papo"`` / ``"vppo"`` with ``weighting="none"`` (their fields:
     :class:`~pepo.trainer.perception_aware.PerceptionAwareArguments`).

@@ -1,4 +1,4 @@
-"""``PEPOTrainer``: TRL's ``GRPOTrainer`` with PEPO's token-level advantages (PEPO_SPEC.md 4-6).
+"""``PEPOTrainer``: TRL's ``GRPOTrainer`` with PEPO's token-level advantages (``docs/method.md``, Token weights to Base algorithms).
 
 What happens in one micro-step of the loss (``compute_loss``):
 
@@ -46,7 +46,7 @@ TRL methods overridden (each the narrowest place that sees what PEPO needs):
   when ``perception_aware`` is set).
 * ``training_step`` / ``log``: PEPO's own time per optimiser step (``pepo/time_s``) and its share of
   the step (``pepo/time_share``), timed with CUDA events read only when metrics are logged: no host
-  synchronisation in the step (:mod:`pepo.trainer.clock`). The spec's extra-cost ratio
+  synchronisation in the step (:mod:`pepo.trainer.clock`). The paper's extra-cost ratio
   ``rho = (t_PEPO - t_GRPO) / t_GRPO`` compares two runs; ``benchmarks/bench_step.py`` measures it.
 * ``_tokenize_prompts``: refuses a prompt that cannot fit the model's positions (docs/reliability.md).
 * ``save_model``: saves the whole weights under FSDP with a sharded state dict (transformers saves nothing).
@@ -216,7 +216,7 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
         return out, perception
 
     def pepo_lambda(self) -> float:
-        """The mixing coefficient of the current optimiser step (PEPO_SPEC.md section 5)."""
+        """The mixing coefficient of the current optimiser step (``docs/method.md``, Schedule and token-level advantage)."""
         if self.args.schedule == "constant":
             return 1.0
         return progressive_lambda(self.state.global_step, max(self.state.max_steps, 1))
