@@ -47,7 +47,8 @@ COMMANDS: dict[str, list[str] | str] = {
     "pepo train --config pepo_g_tiny": TINY_TRAIN,
     "pepo train --config recipes/pepo_g_tiny.yaml": TINY_TRAIN,
     "pepo train --config recipes/pepo_g_tiny.yaml --gate_alpha 0.1": TINY_TRAIN,
-    "accelerate launch --num_processes 8 -m pepo train --config recipes/pepo_d_qwen2_5_vl_3b_geometry3k.yaml":
+    "accelerate launch --config_file recipes/accelerate/deepspeed_zero2.yaml -m pepo train "
+    "--config recipes/pepo_d_qwen2_5_vl_3b_geometry3k.yaml":
         "8 GPUs and Qwen2.5-VL-3B; tests/scale/test_paper_recipes.py validates the recipe without weights",
     "pepo eval --model /ckpt/qwen2.5-vl-3b-pepo --benchmark geometry3k --data geometry3k/test.jsonl "
     "--image-root /data/Geometry3K-raw --n 8 --temperature 1.0 --top-p 1.0 --max-new-tokens 1024 --batch-size 8 "
@@ -66,7 +67,7 @@ PYTHON_PRELUDES: dict[str, str] = {
         "logits_to_keep = T\ncompletion_logits = torch.randn(B, T, V)\ncompletion_mask = torch.ones(B, T)\n"
         "global_step, max_steps = 3, 10\n"
     ),
-    '@pepo.register_weighting_mode("my_mode")': "import pepo\n",
+    '@pepo.register_weighting_mode("my_mode", needs_entropy=False)': "import pepo\n",
     "import torch": "",  # the PEPOConfig / PEPOTrainer example runs as written (a tiny model, 2 steps)
 }
 

@@ -46,6 +46,9 @@ ACCEPTED = {
     ("papo_eta_aug", 0): "PAPO without the masked-image entropy term",
     ("vppo_beta_min", 0): "VPPO may scale a trajectory's advantage down to 0",
     ("vppo_entropy_coef", 0): "VPPO without the entropy penalty",
+    ("top_k", 0): "no top-k filtering (transformers' and TRL's 'off')",
+    ("weight_decay", 0): "no weight decay (transformers' default)",
+    ("adam_beta2", 0): "Adam without a second-moment average: odd but well defined (PyTorch accepts [0, 1))",
 }
 VALUES = {"0": 0, "-1": -1, "nan": math.nan, "inf": math.inf, "text": "abc"}
 CASES = [(name, label) for name in FIELDS for label in VALUES] + [(name, "fraction") for name in sorted(INT_FIELDS)]
