@@ -4,6 +4,13 @@
     python benchmarks/bench_step.py            # CPU-sized Qwen2.5-VL, 8 layers, hidden 512 (~10 min on 2 cores)
     python benchmarks/bench_step.py --quick    # 2 layers, hidden 128, short sequences (~1 min)
     python benchmarks/bench_step.py --update-only --device cuda   # one rollout, then updates only
+    python benchmarks/bench_step.py --update-only --compare 77436cb --methods none,pepo,none_control
+
+``--compare REV`` runs this script twice, as two worker processes, one on this checkout's sources
+and one on ``git archive REV``'s (``benchmarks/versions.py``, as ``bench_demo_time.py --compare``),
+each building its version's model and trainers once; the parent asks them for one repetition at a
+time, alternating which version goes first, and writes both versions' tables and a side-by-side
+one (``results/bench_step_compare_REV[...].md`` / ``.json``, with the command and both commits).
 
 ``--update-only`` generates one rollout (the inputs every update scores) and then times interleaved
 policy updates only: on a GPU, ``generate`` is most of a step's time and tells nothing about PEPO.

@@ -37,7 +37,10 @@ TRL methods overridden (each the narrowest place that sees what PEPO needs):
   when ``perception_aware`` is set).
 * ``training_step`` / ``log``: PEPO's own time per optimiser step (``pepo/time_s``) and its share of
   the step (``pepo/time_share``), timed with CUDA events read only when metrics are logged: no host
-  synchronisation in the step (:mod:`pepo.trainer.clock`). The spec's extra-cost ratio
+  synchronisation in the step (:mod:`pepo.trainer.clock`). PEPO's other metrics are recorded on the
+  device per micro-step and reduced and gathered once when TRL logs (:mod:`pepo.trainer.device_metrics`);
+  ``on_nonfinite="error"`` reads one flag back after the last micro-step of each optimiser step
+  (``tests/trainer/test_host_reads.py`` counts the reads). The spec's extra-cost ratio
   ``rho = (t_PEPO - t_GRPO) / t_GRPO`` compares two runs; ``benchmarks/bench_step.py`` measures it.
 * ``_tokenize_prompts``: refuses a prompt that cannot fit the model's positions (docs/reliability.md).
 * ``save_model``: saves the whole weights under FSDP with a sharded state dict (transformers saves nothing).
@@ -300,6 +303,11 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
         return output
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        self._flush_device_metrics()  # now, to name skipped rows below (PerceptionAwareMixin.log's flush is then a no-op)
+        skipped = sum(self._metrics[self._metrics_mode()].get("pepo/nonfinite_rows", []))
+        if skipped:
+            logger.warning("step %d: %d rows with non-finite PEPO signals since the last log trained as the base "
+                           "algorithm (on_nonfinite='skip')", self.state.global_step, int(skipped))
         # PEPO's cost is only PEPO's: a baseline's log_signals time is not reported
         if self.model.training:
             steps = self._pepo_clock.read_closed()  # the one place that waits for PEPO's GPU work
