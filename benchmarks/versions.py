@@ -23,6 +23,7 @@ def version_sources(rev: str, work: Path) -> Path:
 def commit_of(rev: str = "HEAD") -> str:
     """The full hash of ``rev``; for ``HEAD``, ``+uncommitted changes`` appended when the tree differs."""
     full = subprocess.run(["git", "-C", str(ROOT), "rev-parse", rev], check=True, capture_output=True, text=True).stdout
-    dirty = rev == "HEAD" and subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--", "src", "benchmarks"],
+    dirty = rev == "HEAD" and subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--", "src", "benchmarks",
+                                             ":!benchmarks/results"],
                                             capture_output=True).returncode != 0
     return full.strip() + (" +uncommitted changes" if dirty else "")
