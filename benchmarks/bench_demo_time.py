@@ -40,7 +40,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/versions.py, also when loaded by path
+from versions import ROOT, version_sources  # noqa: E402
 
 # (label, indent) in print order; keys of the worker's per-step dict
 RL_ROWS = [
@@ -261,15 +262,6 @@ def _fixture(work: Path, source: str | None) -> tuple[Path, Path]:
     return data, start
 
 
-def _old_sources(rev: str, work: Path) -> Path:
-    target = work / f"src_{rev}"
-    if not target.exists():
-        target.mkdir(parents=True)
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
-    return target
-
-
 def _run(version_root: Path, what: str, method: str, args, data: Path, start: Path, work: Path) -> dict:
     out = work / f"result_{os.getpid()}.json"
     env = {**os.environ, "PYTHONPATH": str(version_root / "src")}
@@ -298,7 +290,7 @@ def compare(args) -> int:
     data, start = _fixture(work, args.source and str(Path(args.source).resolve()))  # the workers run elsewhere
     versions = {"this checkout": ROOT}
     if args.compare:
-        versions = {args.compare: _old_sources(args.compare, work), **versions}
+        versions = {args.compare: version_sources(args.compare, work), **versions}
     print(f"# bench_demo_time ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
           f"load at start {load()})\n")
     print(f"data {data}, start {start}; {args.repeats} interleaved repeats, median shown\n")

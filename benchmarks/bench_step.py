@@ -4,6 +4,13 @@
     python benchmarks/bench_step.py            # CPU-sized Qwen2.5-VL, 8 layers, hidden 512 (~10 min on 2 cores)
     python benchmarks/bench_step.py --quick    # 2 layers, hidden 128, short sequences (~1 min)
     python benchmarks/bench_step.py --update-only --device cuda   # one rollout, then updates only
+    python benchmarks/bench_step.py --update-only --compare 77436cb --methods none,pepo,none_control
+
+``--compare REV`` runs this script twice, as two worker processes, one on this checkout's sources
+and one on ``git archive REV``'s (``benchmarks/versions.py``, as ``bench_demo_time.py --compare``),
+each building its version's model and trainers once; the parent asks them for one repetition at a
+time, alternating which version goes first, and writes both versions' tables and a side-by-side
+one (``results/bench_step_compare_REV[...].md`` / ``.json``, with the command and both commits).
 
 ``--update-only`` generates one rollout (the inputs every update scores) and then times interleaved
 policy updates only: on a GPU, ``generate`` is most of a step's time and tells nothing about PEPO.
@@ -52,6 +59,7 @@ import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,6 +72,9 @@ if __name__ == "__main__" and any(os.environ.get(k) != v for k, v in MALLOC_ENV.
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
 
 import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/versions.py, also when loaded by path
+from versions import ROOT, commit_of, version_sources  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 METHODS = {
@@ -222,12 +233,17 @@ def policy_update(trainer, inputs, device: str):
     model.train()
     model.zero_grad(set_to_none=True)  # as after an optimiser step: the gradients are allocated anew
     trainer.current_gradient_accumulation_steps = 1
-    trainer._pepo_clock.reset()
+    clock = getattr(trainer, "_pepo_clock", None)  # versions before issue 15 (--compare 77436cb): _pepo_seconds
+    if clock is not None:
+        clock.reset()
+    else:
+        trainer._pepo_seconds = 0.0
     with PeakMemory(device) as mem, Timer(device) as timer:
         loss = trainer.compute_loss(model, copy.copy(inputs))
         loss.backward()
     del loss
-    return timer, mem.mib, trainer._pepo_clock.read_open()  # after the Timer's sync: reading costs nothing
+    # after the Timer's sync: reading costs nothing
+    return timer, mem.mib, clock.read_open() if clock is not None else trainer._pepo_seconds
 
 
 # ---- statistics and output ----------------------------------------------------------------------
@@ -349,52 +365,139 @@ def write_results(out: Path, meta: dict, reps: list[dict], summary: list[dict]) 
             writer.writerow(row)
 
 
+def setup(size: dict, args, workdir: Path) -> tuple[dict, dict, list, dict]:
+    """The model, one trainer per method, a warm-up, and the fixed rollout every update scores.
+    Returns (trainers, inputs, examples, model facts)."""
+    model, processor = build_model_and_processor(size, workdir, getattr(torch, args.dtype), args.device)
+    trainers = build_trainers(model, processor, size, args, workdir)
+    del model
+    first = next(iter(trainers.values()))
+    examples = [first.train_dataset[0]] * size["generations"]  # one prompt group
+    # warm-up (thread pools, allocator, first-call work) and the fixed rollout every update scores
+    inputs = None
+    for trainer in trainers.values():
+        if inputs is None or not args.update_only:
+            inputs, _, _ = rollout(trainer, examples, seed=0, device=args.device)
+        policy_update(trainer, inputs, args.device)
+    prompt_len, completion_len = inputs["prompt_ids"].shape[1], inputs["completion_ids"].shape[1]
+    image_tokens = int((inputs["prompt_ids"][0] == first.image_token_id).sum())
+    print(f"rows: {size['generations']} x (prompt {prompt_len} incl. {image_tokens} image tokens + "
+          f"completion {completion_len}) = {prompt_len + completion_len} tokens each", flush=True)
+    model_info = {"family": "Qwen2.5-VL (built from config)", "parameters": sum(p.numel() for p in first.model.parameters()),
+                  **size, "prompt_tokens": prompt_len, "image_tokens": image_tokens, "completion_tokens": completion_len,
+                  "activation_checkpointing": args.checkpointing}
+    return trainers, inputs, examples, model_info
+
+
+def repetition(r: int, trainers: dict, inputs: dict, examples: list, args) -> dict:
+    """Repetition ``r``: every method once, in an order rotated by ``r``."""
+    names = list(trainers)
+    order = names[r % len(names):] + names[: r % len(names)]
+    rep = {"order": order}
+    for name in order:
+        trainer = trainers[name]
+        if not args.update_only:
+            _, rollout_t, rollout_peak = rollout(trainer, examples, seed=1 + r, device=args.device)
+        update_t, update_peak, own = policy_update(trainer, inputs, args.device)
+        rep[name] = {"update_s": update_t.wall, "update_cpu_s": update_t.cpu, "pepo_own_s": own,
+                     "update_peak_mib": update_peak}
+        if not args.update_only:
+            rep[name].update({"rollout_s": rollout_t.wall, "step_s": rollout_t.wall + update_t.wall,
+                              "rollout_cpu_s": rollout_t.cpu, "step_cpu_s": rollout_t.cpu + update_t.cpu,
+                              "rollout_peak_mib": rollout_peak})
+    return rep
+
+
+def rep_line(r: int, reps: int, rep: dict) -> str:
+    return f"rep {r + 1}/{reps} (load {os.getloadavg()[0]:.1f}): " + ", ".join(
+        f"{n} update {rep[n]['update_s']:.3f}s (cpu {rep[n]['update_cpu_s']:.3f}s)" for n in rep["order"])
+
+
 def measure(size: dict, args) -> tuple[list[dict], dict]:
     """Build the model and one trainer per method, then run ``size["reps"]`` interleaved repetitions.
     ``args``: ``device``, ``dtype``, ``checkpointing``, ``update_only``. Returns (repetitions, model facts)."""
     with tempfile.TemporaryDirectory(prefix="bench_step_") as tmp:
-        workdir = Path(tmp)
-        model, processor = build_model_and_processor(size, workdir, getattr(torch, args.dtype), args.device)
-        trainers = build_trainers(model, processor, size, args, workdir)
-        del model
-        examples = [trainers["none"].train_dataset[0]] * size["generations"]  # one prompt group
-
-        # warm-up (thread pools, allocator, first-call work) and the fixed rollout every update scores
-        inputs = None
-        for name, trainer in trainers.items():
-            if inputs is None or not args.update_only:
-                inputs, _, _ = rollout(trainer, examples, seed=0, device=args.device)
-            policy_update(trainer, inputs, args.device)
-        prompt_len, completion_len = inputs["prompt_ids"].shape[1], inputs["completion_ids"].shape[1]
-        image_tokens = int((inputs["prompt_ids"][0] == trainers["pepo"].image_token_id).sum())
-        print(f"rows: {size['generations']} x (prompt {prompt_len} incl. {image_tokens} image tokens + "
-              f"completion {completion_len}) = {prompt_len + completion_len} tokens each", flush=True)
-
+        trainers, inputs, examples, model_info = setup(size, args, Path(tmp))
         reps = []
-        names = list(METHODS)
         for r in range(size["reps"]):
-            order = names[r % len(names):] + names[: r % len(names)]
-            rep = {"order": order}
-            for name in order:
-                trainer = trainers[name]
-                if not args.update_only:
-                    _, rollout_t, rollout_peak = rollout(trainer, examples, seed=1 + r, device=args.device)
-                update_t, update_peak, own = policy_update(trainer, inputs, args.device)
-                rep[name] = {"update_s": update_t.wall, "update_cpu_s": update_t.cpu, "pepo_own_s": own,
-                             "update_peak_mib": update_peak}
-                if not args.update_only:
-                    rep[name].update({"rollout_s": rollout_t.wall, "step_s": rollout_t.wall + update_t.wall,
-                                      "rollout_cpu_s": rollout_t.cpu, "step_cpu_s": rollout_t.cpu + update_t.cpu,
-                                      "rollout_peak_mib": rollout_peak})
-            reps.append(rep)
-            print(f"rep {r + 1}/{size['reps']} (load {os.getloadavg()[0]:.1f}): " + ", ".join(
-                f"{n} update {rep[n]['update_s']:.3f}s (cpu {rep[n]['update_cpu_s']:.3f}s)" for n in names), flush=True)
-
-    params = sum(p.numel() for p in trainers["none"].model.parameters())
-    model_info = {"family": "Qwen2.5-VL (built from config)", "parameters": params, **size,
-                  "prompt_tokens": prompt_len, "image_tokens": image_tokens, "completion_tokens": completion_len,
-                  "activation_checkpointing": args.checkpointing}
+            reps.append(repetition(r, trainers, inputs, examples, args))
+            print(rep_line(r, size["reps"], reps[-1]), flush=True)
     return reps, model_info
+
+
+# ---- --compare REV: this checkout and an older commit, interleaved -----------------------------------
+
+def worker(size: dict, args) -> int:
+    """``--worker``: set up with this process's sources (``PYTHONPATH``), answer ``ready`` with the model
+    facts, then run one repetition per ``rep R`` line read from stdin and answer it (one JSON line each)."""
+    answer, sys.stdout = sys.stdout, sys.stderr  # everything else goes to stderr
+    with tempfile.TemporaryDirectory(prefix="bench_step_") as tmp:
+        trainers, inputs, examples, model_info = setup(size, args, Path(tmp))
+        print(json.dumps({"ready": model_info}), file=answer, flush=True)
+        for line in sys.stdin:
+            r = int(line.split()[1])
+            print(json.dumps(repetition(r, trainers, inputs, examples, args)), file=answer, flush=True)
+    return 0
+
+
+class VersionWorker:
+    """A ``--worker`` subprocess running this script on one version's sources."""
+
+    def __init__(self, name: str, root: Path, argv: list[str]):
+        self.name = name
+        env = {**os.environ, "PYTHONPATH": str(root / "src")}
+        self.process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *argv, "--worker"], env=env,
+                                        cwd=str(root), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def read(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"bench_step worker for {self.name} exited with {self.process.wait()} (its stderr above)")
+        return json.loads(line)
+
+    def repetition(self, r: int) -> dict:
+        self.process.stdin.write(f"rep {r}\n")
+        self.process.stdin.flush()
+        return self.read()
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def compare(size: dict, args, argv: list[str]) -> tuple[dict, dict]:
+    """Run ``size["reps"]`` repetitions of every method in two worker processes, ``args.compare`` and this
+    checkout, alternating which version goes first. Returns ({version: reps}, {version: model facts})."""
+    with tempfile.TemporaryDirectory(prefix="bench_step_versions_") as tmp:
+        workers = [VersionWorker(args.compare, version_sources(args.compare, Path(tmp)), argv),
+                   VersionWorker("this checkout", ROOT, argv)]
+        try:
+            infos = {w.name: w.read()["ready"] for w in workers}
+            reps = {w.name: [] for w in workers}
+            for r in range(size["reps"]):
+                for w in workers if r % 2 == 0 else workers[::-1]:
+                    reps[w.name].append(w.repetition(r))
+                    print(f"{w.name}: " + rep_line(r, size["reps"], reps[w.name][-1]), flush=True)
+        finally:
+            for w in workers:
+                w.close()
+    return reps, infos
+
+
+def side_by_side(summaries: dict[str, list[dict]]) -> str:
+    """Markdown: per method, each version's update time, rho against its own GRPO, PEPO's own ms and share."""
+    names = list(summaries)
+    head = "| method | " + " | ".join(f"{m} ({n})" for m in ("update s", "rho update [IQR]", "PEPO own ms", "own / update")
+                                      for n in names) + " |"
+    lines = [head, "|---" + "|---:" * (4 * len(names)) + "|"]
+    rows = {n: {r["method"]: r for r in summaries[n]} for n in names}
+    for method in rows[names[0]]:
+        cells = [f"{rows[n][method]['update_s']:.3f}" for n in names]
+        cells += [pct(rows[n][method]["rho_update"]) for n in names]
+        cells += [f"{rows[n][method]['pepo_own_ms']:.1f}" for n in names]
+        cells += [f"{100 * rows[n][method]['pepo_own_share']:.3f}%" for n in names]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 # ---- main ---------------------------------------------------------------------------------------
@@ -418,7 +521,18 @@ def main() -> int:
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                         help="model dtype (default: float32 on CPU, bfloat16 on CUDA)")
     parser.add_argument("--out", default=None, help="output path without suffix (default results/bench_step[_quick])")
-    args = parser.parse_args()
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
+    parser.add_argument("--compare", default=None, metavar="REV",
+                        help="also run git revision REV (e.g. 77436cb) in its own process, repetitions interleaved "
+                        "with this checkout's; writes results/bench_step_compare_REV[...].json / .md")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    argv = sys.argv[1:]
+    args = parser.parse_args(argv)
+    methods = args.methods.split(",")
+    if "none" not in methods or any(m not in METHODS for m in methods):
+        parser.error(f"--methods {args.methods}: choose from {', '.join(METHODS)}, with none (rho's base)")
+    for name in [m for m in METHODS if m not in methods]:
+        del METHODS[name]
 
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch sees no CUDA device")
@@ -432,13 +546,20 @@ def main() -> int:
     threads = args.threads
     torch.set_num_threads(threads)
     default_name = "bench_step" + ("_quick" if args.quick else "") + ("_update_only" if args.update_only else "")
+    if args.worker:
+        return worker(size, args)
+    if args.compare:
+        default_name = default_name.replace("bench_step", f"bench_step_compare_{args.compare}")
     out = Path(args.out) if args.out else RESULTS / default_name
+    if args.compare:
+        return main_compare(size, args, argv, out, threads)
 
     reps, model_info = measure(size, args)
     summary = summarise(reps, "cpu" if args.device == "cpu" else "wall")
     meta = {
         "machine": machine_name(args.device, threads), "device": args.device, "dtype": args.dtype,
-        "torch": torch.__version__, "command": " ".join(["python", *sys.argv]), "update_only": args.update_only,
+        "torch": torch.__version__, "command": " ".join(["python", *sys.argv]), "commit": commit_of("HEAD"),
+        "update_only": args.update_only,
         "load_average_at_end": os.getloadavg(), "model": model_info, "methods": METHODS,
     }
     params, prompt_len, image_tokens, completion_len = (model_info[k] for k in (
@@ -450,6 +571,37 @@ def main() -> int:
     print(markdown_table(summary))
     write_results(out, meta, reps, summary)
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.csv')}")
+    return 0
+
+
+def main_compare(size: dict, args, argv: list[str], out: Path, threads: int) -> int:
+    worker_argv = [a for a in argv if a not in ("--compare", args.compare) and not a.startswith("--compare=")]
+    reps, infos = compare(size, args, worker_argv)
+    clock = "cpu" if args.device == "cpu" else "wall"
+    summaries = {name: summarise(version_reps, clock) for name, version_reps in reps.items()}
+    meta = {
+        "machine": machine_name(args.device, threads), "device": args.device, "dtype": args.dtype,
+        "torch": torch.__version__, "command": " ".join(["python", *sys.argv]), "commit": commit_of("HEAD"),
+        "compared_commit": commit_of(args.compare), "update_only": args.update_only,
+        "load_average_at_end": os.getloadavg(), "models": infos, "methods": METHODS,
+    }
+    lines = [f"# bench_step --compare {args.compare}", "", f"`{meta['command']}`", "",
+             f"This checkout: commit {meta['commit']}; compared: {meta['compared_commit']}. {meta['machine']}; "
+             f"{size['reps']} repetitions per version, the versions alternating (each in its own process, "
+             f"methods rotated within a repetition); medians, {clock} seconds.", ""]
+    for name, info in infos.items():
+        lines.append(f"* {name}: {info['parameters']:,} parameters, {info['num_layers']} layers x hidden "
+                     f"{info['hidden_size']}, {size['generations']} rows x ({info['prompt_tokens']} prompt incl. "
+                     f"{info['image_tokens']} image + {info['completion_tokens']} completion) tokens")
+    lines += ["", side_by_side(summaries), ""]
+    for name, summary in summaries.items():
+        lines += [f"## {name}", "", markdown_table(summary), ""]
+    text = "\n".join(lines)
+    print(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(text)
+    out.with_suffix(".json").write_text(json.dumps({**meta, "summaries": summaries, "repetitions": reps}, indent=2))
+    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
     return 0
 
 

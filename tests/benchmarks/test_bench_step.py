@@ -34,3 +34,16 @@ def test_an_update_below_measurable_memory_has_no_peak_ratio(bench):
     summary = bench.summarise(reps, "cpu")
     assert all(row["update_peak_ratio"] is None for row in summary)
     assert bench.markdown_table(summary).splitlines()[-1].endswith("| - |")
+
+
+def test_compare_table_puts_each_versions_figures_side_by_side(bench):
+    old = [repetition(bench, dict(bench.METHODS, none=1.0, pepo=1.2, high_entropy=1.0, none_control=1.0),
+                      dict.fromkeys(bench.METHODS, 100.0))]
+    new = [repetition(bench, dict(bench.METHODS, none=1.0, pepo=1.1, high_entropy=1.0, none_control=1.0),
+                      dict.fromkeys(bench.METHODS, 100.0))]
+    table = bench.side_by_side({"77436cb": bench.summarise(old, "cpu"), "this checkout": bench.summarise(new, "cpu")})
+    header, _, *rows = table.splitlines()
+    assert "rho update [IQR] (77436cb) | rho update [IQR] (this checkout)" in header
+    pepo = next(row for row in rows if row.startswith("| pepo |"))
+    assert "+20.00% [+20.00, +20.00] | +10.00% [+10.00, +10.00]" in pepo
+    assert "0.083% | 0.091%" in pepo  # 1 ms of PEPO's own time over each version's 1.2 s and 1.1 s update

@@ -142,3 +142,30 @@ def test_bad_arguments_name_the_problem():
         pepo.perception_scores(hidden, vision[:, :-1], 5)
     with pytest.raises(ValueError, match="output_hidden_states"):
         pepo.perception_scores([], vision, 5)
+
+
+@pytest.mark.parametrize("measure", MEASURES)
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), prefix=st.integers(1, 13), chunk=st.integers(1, 4000), distinct=st.integers(1, 3))
+def test_a_shared_prefix_in_two_parts_scores_as_the_joined_tensor_bit_for_bit(measure, seed, prefix, chunk, distinct):
+    # a shared-prompt forward's hidden states: row b is cat(prefix[rows[b]], rest[b]), prompt length anywhere
+    # (image tokens in the prefix only, or in both parts; chunks straddling the boundary)
+    from pepo.core.perception import SharedPrefixHidden
+
+    g = torch.Generator().manual_seed(seed)
+    B, S, T, D = 3, 14, 5, 8
+    rows = torch.randint(0, distinct, (B,), generator=g)
+    parts = [SharedPrefixHidden(torch.randn(distinct, prefix, D, generator=g), rows,
+                                torch.randn(B, S - prefix, D, generator=g)) for _ in range(3)]
+    # rows of one prompt share its image tokens; the rest may hold some too (then the joined span is read)
+    vision = torch.cat([(torch.rand(distinct, prefix, generator=g) < 0.4)[rows],
+                        torch.rand(B, S - prefix, generator=g) < 0.4 * (seed % 2)], dim=1)
+    vision[:, S - T :] = False
+    vision[rows == rows[0], 0] = True
+    with mock.patch("pepo.core.perception.l1_by_sorting", lambda device: measure == "l1_sorted"):
+        split = pepo.core.PerceptionAccumulator(vision, T, measure.removesuffix("_sorted"), chunk_bytes=chunk)
+        joined = pepo.core.PerceptionAccumulator(vision, T, measure.removesuffix("_sorted"), chunk_bytes=chunk)
+        for hidden in parts:
+            split.add(hidden)
+            joined.add(hidden.joined())
+        assert torch.equal(split.result(), joined.result())

@@ -167,9 +167,29 @@ def test_nonfinite_hidden_states_fail_loudly_with_step_and_row(make_trainer, nan
     inputs = rollout(trainer)
     trainer.state.global_step = 7
     nan_hidden_states_in_row_1(trainer)
+    loss_and_grads(trainer, inputs)  # nothing read back during the micro-step: checked before the optimiser step
     with pytest.raises(FloatingPointError, match=r"step 7: NaN/inf perception score or token entropy .* in rows \[1\] "
                                                  r"of the micro-batch on process 0; row 1 completion: "):
-        loss_and_grads(trainer, inputs)
+        trainer._raise_on_nonfinite()  # what training_step does after an optimiser step's last micro-step
+
+
+def test_nonfinite_hidden_states_stop_training_before_the_optimiser_step(make_trainer, monkeypatch):
+    trainer = make_trainer(weighting="pepo", schedule="constant", max_steps=1, gradient_accumulation_steps=2)
+    layer = language_model_of(trainer.model).layers[0]
+
+    def poison_loss_forward(module, args, output):  # generation (no grad) stays finite
+        if not torch.is_grad_enabled():
+            return output
+        hidden = output[0] if isinstance(output, tuple) else output
+        hidden = torch.cat([hidden[:1], torch.full_like(hidden[1:2], float("nan")), hidden[2:]])
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    layer.register_forward_hook(poison_loss_forward)
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    with pytest.raises(FloatingPointError, match=r"step 0: .* in rows \[1[^]]*\] of the micro-batch \(micro-step 1 of 2\)"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+    assert all(torch.equal(p, before[name]) for name, p in trainer.model.named_parameters())  # no update applied
 
 
 def _weights_of(trainer, inputs, monkeypatch):
@@ -184,6 +204,7 @@ def test_nonfinite_rows_can_be_skipped_with_a_count(make_trainer, nan_hidden_sta
     trainer = make_trainer(weighting="pepo", schedule="constant", on_nonfinite="skip")
     inputs = rollout(trainer)
     clean = _weights_of(trainer, inputs, monkeypatch)
+    trainer._flush_device_metrics("train")  # what TRL's log does
     assert trainer._metrics["train"]["pepo/nonfinite_rows"] == [0]
     nan_hidden_states_in_row_1(trainer)
     skipped = _weights_of(trainer, inputs, monkeypatch)
@@ -192,6 +213,7 @@ def test_nonfinite_rows_can_be_skipped_with_a_count(make_trainer, nan_hidden_sta
     assert not torch.equal(clean[1][mask[1]], torch.ones(int(mask[1].sum())))
     others = [0, 2, 3]
     assert torch.equal(skipped[others], clean[others])  # other rows untouched
+    trainer._flush_device_metrics("train")
     assert trainer._metrics["train"]["pepo/nonfinite_rows"] == [0, 1]
     assert all(math.isfinite(v) for v in trainer._metrics["train"]["pepo/weight/p100"])  # bad rows left out
 
@@ -209,5 +231,6 @@ def test_infinite_entropy_from_the_logits_fails_loudly(make_trainer, monkeypatch
         return (logps, entropies, *rest)
 
     monkeypatch.setattr(GRPOTrainer, "_get_per_token_logps_and_entropies", inf_entropy)
+    loss_and_grads(trainer, inputs)
     with pytest.raises(FloatingPointError, match=r"step 0: .* in rows \[2\]"):
-        loss_and_grads(trainer, inputs)
+        trainer._raise_on_nonfinite()

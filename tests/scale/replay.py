@@ -246,15 +246,18 @@ def run(model_path, output_dir, per_device_train_batch_size: int, kill_after_ste
     )
     served = install_replay(trainer)
     batches = record_dynamic_batches(trainer)
-    counts = []  # (entries on this process, entries after gathering) per gathered metric
-    gather = trainer._gathered_valid
+    counts = []  # (valid entries on this process, entries after gathering) per flush of the recorded metrics
+    metrics = trainer._device_metrics
+    flush = metrics.flush
 
-    def counting_gather(values, valid):
-        out = gather(values, valid)
-        counts.append((int(valid.sum()), int(out.numel())))
-        return out
+    def counting_flush(mode, logged, accelerator):
+        local = sum(int(valid.sum()) for *_, valid in metrics._entries[mode])
+        gathered = flush(mode, logged, accelerator)
+        if local or gathered:
+            counts.append((local, gathered))
+        return gathered
 
-    trainer._gathered_valid = counting_gather
+    metrics.flush = counting_flush
     from pepo.trainer import trainer as trainer_module
 
     saved = trainer_module.token_weights, trainer_module.PerceptionAccumulator

@@ -16,7 +16,7 @@ import pepo.trainer.trainer as trainer_module
 from pepo.core import loss_multiplier, perception_scores, token_entropy, token_weights
 from pepo.trainer import PEPOTrainer
 from pepo.trainer.capture import language_model_of
-from pepo.trainer.trainer import PERCENTILES
+from pepo.trainer.device_metrics import PERCENTILES
 
 from .conftest import rollout
 
@@ -265,6 +265,8 @@ def test_log_signals_logs_a_baselines_signals_and_leaves_its_loss_alone(make_tra
     inputs = uneven_masks(rollout(trl))
     assert_same(loss_and_grads(trl, inputs), loss_and_grads(baseline, inputs), rtol=0, atol=0)
     loss_and_grads(pepo, inputs)
+    for trainer in (baseline, pepo):
+        trainer._flush_device_metrics("train")  # what TRL's log does: the metrics wait on the device until then
     logged, reference = baseline._metrics["train"], pepo._metrics["train"]
     # the same forward of the same weights: the same similarity and entropy PEPO reads (Figure 6)
     assert logged["pepo/visual_similarity"] == reference["pepo/visual_similarity"] != []

@@ -75,6 +75,7 @@ def test_papo_loss_is_base_plus_its_term_on_the_loss_forwards_log_probs(make_tra
     logps = papo._no_grad_logps(papo_inputs, papo_inputs["pixel_values"])
     term, kl = papo_regulariser(logps, papo_inputs[MASKED_LOGPS], papo_inputs["completion_mask"], 0.02, 0.05, 0.05)
     torch.testing.assert_close(loss, base_loss + term, rtol=1e-6, atol=1e-7)
+    papo._flush_device_metrics("train")  # what TRL's log does
     assert papo._metrics["train"]["papo/kl_prcp"][-1] == pytest.approx(
         kl[papo_inputs["completion_mask"].bool()].mean().item(), rel=1e-5)
     # under gradient accumulation the term is scaled like TRL's own loss
@@ -108,6 +109,7 @@ def test_vppo_advantages_are_filtered_and_shaped_by_the_masked_forward(make_trai
     inputs = rollout(vppo)  # two prompt groups
     shaped = inputs["advantages"]
     assert shaped.dim() == 2
+    vppo._flush_device_metrics("train")  # what TRL's log does
     metrics = vppo._metrics["train"]
     assert {"vppo/dependency/p0", "vppo/dependency/p100", "vppo/kept_fraction", "vppo/adv_scale/mean"} <= set(metrics)
     [(forward_seconds, _)] = vppo._pa_clock.read_closed()  # the extra forward's time, read at log time
@@ -211,6 +213,7 @@ def test_text_only_rows_take_no_part_in_the_perception_terms(make_trainer, metho
         # text rows: every token keeps the base advantage, scale 1
         expected = batch["advantages"][4:].unsqueeze(1) * mask[4:]
         assert torch.equal(out["advantages"][4:], expected)
+        trainer._flush_device_metrics("train")
         assert trainer._metrics["train"]["vppo/adv_scale/mean"][-1] == pytest.approx(1.0, abs=1e-5)
 
 

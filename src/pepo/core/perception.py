@@ -42,10 +42,65 @@ NORM_EPS = 1e-12  # x / max(||x||, 1e-12), as torch.nn.functional.normalize
 L2_EPS = 1e-6  # inside the square root of the l2 distance (docs/method.md, Perception prior)
 
 
-def _float_slices(hidden: torch.Tensor, start: int, stop: int, step: int):
+class SharedPrefixHidden:
+    """One layer's ``(B, S, D)`` hidden states held in two parts, as a shared-prompt forward computes
+    them: row ``b`` is ``cat(prefix[rows[b]], rest[b])`` along the positions, with ``prefix``
+    ``(U, P, D)`` (each distinct prompt once) and ``rest`` ``(B, S - P, D)``. The accumulator reads
+    the positions it needs from the parts, so the ``(B, S, D)`` tensor is never built (on a CPU,
+    building it, fresh memory each layer, cost more than the score itself)."""
+
+    def __init__(self, prefix: torch.Tensor, rows: torch.Tensor, rest: torch.Tensor):
+        if prefix.dim() != 3 or rest.dim() != 3 or rows.shape != rest.shape[:1] or prefix.shape[2] != rest.shape[2]:
+            raise ValueError(f"SharedPrefixHidden: prefix (U, P, D), rows (B,), rest (B, S - P, D) expected, got "
+                             f"{tuple(prefix.shape)}, {tuple(rows.shape)}, {tuple(rest.shape)}")
+        self.prefix, self.rows, self.rest = prefix, rows, rest
+        self.shape = torch.Size((rest.shape[0], prefix.shape[1] + rest.shape[1], rest.shape[2]))
+        self.device = rest.device
+
+    def dim(self) -> int:
+        return 3
+
+    def positions(self, a: int, b: int) -> torch.Tensor:
+        """``joined()[:, a:b]``, copying only the prefix positions asked for."""
+        P = self.prefix.shape[1]
+        if a >= P:
+            return self.rest[:, a - P : b - P]
+        if b <= P:
+            return self.prefix[:, a:b][self.rows]
+        return torch.cat([self.prefix[:, a:][self.rows], self.rest[:, : b - P]], dim=1)
+
+    def gather_positions(self, index: torch.Tensor) -> torch.Tensor:
+        """``(B, V, D)``: ``joined()[b, index[b, v]]``."""
+        P = self.prefix.shape[1]
+        from_prefix = self.prefix[self.rows.unsqueeze(1), index.clamp(max=P - 1)]
+        if self.rest.shape[1] == 0:
+            return from_prefix
+        rows = torch.arange(index.shape[0], device=index.device).unsqueeze(1)
+        from_rest = self.rest[rows, (index - P).clamp(0, self.rest.shape[1] - 1)]
+        return torch.where((index < P).unsqueeze(-1), from_prefix, from_rest)
+
+    def first_rows(self) -> torch.Tensor:
+        """``(U,)``: the first row of each distinct prompt (rows of one prompt share its image tokens)."""
+        B, U = self.rows.shape[0], self.prefix.shape[0]
+        first = torch.full((U,), B - 1, dtype=self.rows.dtype, device=self.rows.device)
+        return first.scatter_reduce_(0, self.rows, torch.arange(B, device=self.rows.device), "amin")
+
+    def joined(self) -> torch.Tensor:
+        """The ``(B, S, D)`` tensor (tests and callers that need it whole)."""
+        return torch.cat([self.prefix[self.rows], self.rest], dim=1)
+
+
+Hidden = torch.Tensor | SharedPrefixHidden
+
+
+def _positions(hidden: Hidden, a: int, b: int) -> torch.Tensor:
+    return hidden.positions(a, b) if isinstance(hidden, SharedPrefixHidden) else hidden[:, a:b]
+
+
+def _float_slices(hidden: Hidden, start: int, stop: int, step: int):
     """Yield ``(offset, hidden[:, a:b].float())`` slices of ``step`` positions covering ``[start, stop)``."""
     for a in range(start, stop, step):
-        yield a, hidden[:, a : min(a + step, stop)].float()
+        yield a, _positions(hidden, a, min(a + step, stop)).float()
 
 
 def _concat(parts: list[torch.Tensor]) -> torch.Tensor:
@@ -53,19 +108,26 @@ def _concat(parts: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _mean_similarity_to_image(
-    hidden: torch.Tensor, vision_weight: torch.Tensor, span: tuple[int, int], T: int, normalize: bool, chunk_bytes: int
+    hidden: Hidden, vision_weight: torch.Tensor, span: tuple[int, int], T: int, normalize: bool, chunk_bytes: int
 ) -> torch.Tensor:
     """``(B, T)`` float32 mean cosine (``normalize``) or dot product with the image tokens, one layer.
     ``vision_weight``: ``(B, S)`` float32, ``1/|V_b|`` on image tokens, 0 elsewhere."""
     B, S, D = hidden.shape
     step = positions_per_chunk(chunk_bytes, B * D * FLOAT_BYTES)
-    target = None  # (B, D): sum_j vision_weight[b, j] * (h_j or h_j / ||h_j||)
-    for a, x in _float_slices(hidden, span[0], span[1], step):
+    image_rows, rows = hidden, None
+    if isinstance(hidden, SharedPrefixHidden) and span[1] <= hidden.prefix.shape[1]:
+        # the image tokens are in the shared prompts: each distinct prompt's target once, then one per row
+        image_rows, rows = hidden.prefix, hidden.rows
+        vision_weight = vision_weight[hidden.first_rows()]
+    target = None  # (B or U, D): sum_j vision_weight[b, j] * (h_j or h_j / ||h_j||)
+    for a, x in _float_slices(image_rows, span[0], span[1], step):
         w = vision_weight[:, a : a + x.shape[1]]
         if normalize:
             w = w / torch.linalg.vector_norm(x, dim=-1).clamp_min_(NORM_EPS)
         part = torch.bmm(w.unsqueeze(1), x).squeeze(1)
         target = part if target is None else target.add_(part)
+    if rows is not None:
+        target = target[rows]
     scores = []
     for _, x in _float_slices(hidden, S - T, S, step):
         score = torch.bmm(x, target.unsqueeze(-1)).squeeze(-1)  # (B, c)
@@ -75,14 +137,16 @@ def _mean_similarity_to_image(
     return _concat(scores)
 
 
-def _gather_image_tokens(hidden: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
+def _gather_image_tokens(hidden: Hidden, image_index: torch.Tensor) -> torch.Tensor:
     """``(B, Vmax, D)`` float32 hidden states of each row's image tokens (padding slots repeat index 0)."""
+    if isinstance(hidden, SharedPrefixHidden):
+        return hidden.gather_positions(image_index).float()
     D = hidden.shape[-1]
     return hidden.gather(1, image_index.unsqueeze(-1).expand(-1, -1, D)).float()
 
 
 def _mean_l2_to_image(
-    hidden: torch.Tensor, image_index: torch.Tensor, image_valid_weight: torch.Tensor, T: int, chunk_bytes: int
+    hidden: Hidden, image_index: torch.Tensor, image_valid_weight: torch.Tensor, T: int, chunk_bytes: int
 ) -> torch.Tensor:
     """``(B, T)`` float32 mean l2 distance to the image tokens, one layer. ``image_valid_weight``:
     ``(B, Vmax)``, ``1/|V_b|`` on a row's image slots, 0 on padding slots."""
@@ -107,7 +171,7 @@ def l1_by_sorting(device: torch.device) -> bool:
 
 
 def _mean_l1_pairwise(
-    hidden: torch.Tensor, image_index: torch.Tensor, image_valid_weight: torch.Tensor, T: int, chunk_bytes: int
+    hidden: Hidden, image_index: torch.Tensor, image_valid_weight: torch.Tensor, T: int, chunk_bytes: int
 ) -> torch.Tensor:
     """``(B, T)`` float32 mean l1 distance to the image tokens, one layer, from the ``(B, c, Vmax)``
     distance matrix (``torch.cdist``). ``image_valid_weight`` as :func:`_mean_l2_to_image`'s."""
@@ -120,7 +184,7 @@ def _mean_l1_pairwise(
 
 
 def _mean_l1_to_image(
-    hidden: torch.Tensor, image_index: torch.Tensor, padding: torch.Tensor, count: torch.Tensor,
+    hidden: Hidden, image_index: torch.Tensor, padding: torch.Tensor, count: torch.Tensor,
     row_weight: torch.Tensor, T: int, chunk_bytes: int,
 ) -> torch.Tensor:
     """``(B, T)`` float32 mean l1 distance to the image tokens, one layer, through sorted image values
@@ -138,7 +202,7 @@ def _mean_l1_to_image(
     scores = []
     for a in range(S - T, S, step):
         # (B, D, c), a fresh copy (copy=True: never the caller's own float32 storage, written below)
-        x = hidden[:, a : min(a + step, S)].transpose(1, 2)
+        x = _positions(hidden, a, min(a + step, S)).transpose(1, 2)
         x = x.to(torch.float32, copy=True, memory_format=torch.contiguous_format)
         below = torch.searchsorted(ordered, x)  # (B, D, c) int64: image values < x
         # sum_j |x - y_j| = (total - n x) + 2 (k x - prefix_k)
@@ -229,8 +293,9 @@ class PerceptionAccumulator:
         self._sign = -1.0
 
     @torch.no_grad()
-    def add(self, hidden: torch.Tensor) -> None:
-        """Add one ``(B, S, D)`` hidden-state tensor (any float dtype; it is not kept)."""
+    def add(self, hidden: Hidden) -> None:
+        """Add one ``(B, S, D)`` hidden-state tensor (any float dtype; it is not kept), or the two
+        parts of one (:class:`SharedPrefixHidden`): the same result, bit for bit."""
         if hidden.dim() != 3 or tuple(hidden.shape[:2]) != self.shape:
             raise ValueError(
                 f"perception_scores: vision_mask must be (B, S) = {tuple(hidden.shape[:2])} of the hidden states, "

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from pepo.core.perception import SharedPrefixHidden
 from pepo.modeling import is_peft_model
 
 
@@ -119,8 +120,9 @@ class PromptJoin:
     continuation on their cache), and the reader expects the plain forward's ``(B, S, D)`` hidden
     states. Give :meth:`prefix` to the shared forward as ``on_prefix`` and :meth:`on_forward` /
     :meth:`on_hidden` to the capture: the prompts' ``L + 1`` hidden states ``(U, P - 1, D)`` are
-    held, and each of the continuation's ``(B, 1 + C, D)`` goes on joined to its row's prompt,
-    ``cat(prompt[inverse], continuation)``. Forwards not announced by :meth:`prefix` pass through."""
+    held, and each of the continuation's ``(B, 1 + C, D)`` goes on joined to its row's prompt as a
+    :class:`~pepo.core.perception.SharedPrefixHidden` (``cat(prompt[inverse], continuation)`` without
+    the copy: ``.joined()`` builds it). Forwards not announced by :meth:`prefix` pass through."""
 
     def __init__(self, on_forward: Callable[[], None], on_hidden: Callable[[torch.Tensor], None]):
         self._on_forward, self._on_hidden = on_forward, on_hidden
@@ -143,8 +145,8 @@ class PromptJoin:
         if self._state == "prompts":
             self._held.append(hidden)
         elif self._state == "joining":
-            prompt = self._held.pop(0)
-            self._on_hidden(torch.cat([prompt[self._inverse], hidden], dim=1))
+            # the joined tensor in its two parts: the reader takes the positions it needs (no (B, S, D) copy)
+            self._on_hidden(SharedPrefixHidden(self._held.pop(0), self._inverse, hidden))
             if not self._held:
                 self._state, self._inverse = "plain", None
         else:

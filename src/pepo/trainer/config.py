@@ -100,7 +100,8 @@ class PEPOConfig(GRPOConfig, PerceptionAwareArguments):
         metadata={
             "help": "What a NaN/inf in a response's perception score or token entropy (i.e. in the hidden states or "
             "logits of the policy forward) does. 'error': stop with a FloatingPointError naming the step and the "
-            "rows. 'skip': give those rows multiplier 1 (the plain base algorithm), log their number as "
+            "rows, after the optimiser step's last micro-step and before the optimiser step (no update is applied "
+            "with them). 'skip': give those rows multiplier 1 (the plain base algorithm), log their number as "
             "pepo/nonfinite_rows and go on. Either way it is one isfinite check on the (B, T) signals.",
         },
     )

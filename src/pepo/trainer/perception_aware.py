@@ -42,11 +42,11 @@ from trl.models.utils import disable_gradient_checkpointing
 from pepo.core import entropy_penalty, papo_regulariser, visual_dependency, vppo_advantages
 from pepo.trainer.clock import PEPOClock
 from pepo.trainer.handshake import TRLContractError
+from pepo.trainer.device_metrics import DeviceMetrics
 from pepo.patch_masking import black_row, blacken_patches, check_patch_processor, random_patch_masks
 
 PERCEPTION_AWARE_METHODS = ("none", "papo", "vppo")
 DEFAULT_MASK_PROB = {"papo": 0.6, "vppo": 0.5}
-DEPENDENCY_PERCENTILES = (0, 20, 40, 60, 80, 100)
 # the numeric fields of PerceptionAwareArguments (mask_prob may be None: the method's default)
 PERCEPTION_AWARE_NUMBERS = (
     "mask_prob", "papo_gamma", "papo_eta_ori", "papo_eta_aug", "vppo_k", "vppo_beta_min", "vppo_entropy_coef",
@@ -156,6 +156,7 @@ class PerceptionAwareMixin:
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._pa_clock = PEPOClock()  # the extra forward's time, without a host synchronisation
+        self._device_metrics = DeviceMetrics()  # this mixin's and PEPOTrainer's metrics, reduced in log()
         if self.args.perception_aware != "none":
             check_patch_processor(self.processing_class)
 
@@ -193,6 +194,7 @@ class PerceptionAwareMixin:
         return batch
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        self._flush_device_metrics()  # TRL's log runs on every process: the gather is collective
         for seconds, _ in self._pa_clock.read_closed():  # waits for the extra forwards' GPU events
             self._metrics["train"]["perception_aware/forward_s"].append(seconds)
         super().log(logs, start_time)
@@ -256,7 +258,8 @@ class PerceptionAwareMixin:
             term, kl_prcp = papo_regulariser(
                 logps, inputs[MASKED_LOGPS], mask, args.papo_gamma, args.papo_eta_ori, args.papo_eta_aug, has_image
             )
-            self._log_global_mean("papo/kl_prcp", kl_prcp, mask.bool() & has_image.unsqueeze(1))
+            self._device_metrics.record(self._metrics_mode(), "papo/kl_prcp", "mean", kl_prcp,
+                                        mask.bool() & has_image.unsqueeze(1))
         else:
             term = entropy_penalty(logps, mask, args.vppo_entropy_coef)
         accumulation = self.current_gradient_accumulation_steps if self.model.training else 1
@@ -281,34 +284,23 @@ class PerceptionAwareMixin:
         mask = batch["completion_mask"]
         return mask * batch["tool_mask"] if "tool_mask" in batch else mask
 
-    def _log_global_mean(self, name: str, values: torch.Tensor, mask: torch.Tensor) -> None:
-        local = torch.stack([(values.detach().float() * mask).sum(), mask.sum().float()])
-        total = self.accelerator.reduce(local, reduction="sum")
-        if total[1] > 0:
-            mode = "train" if self.model.training else "eval"
-            self._metrics[mode][name].append((total[0] / total[1]).item())
+    def _metrics_mode(self) -> str:
+        return "train" if self.model.training else "eval"
 
-    def _gather_values(self, values: torch.Tensor) -> torch.Tensor:
-        sentinel = -1e30
-        padded = self.accelerator.pad_across_processes(values.float(), dim=0, pad_index=sentinel)
-        gathered = self.accelerator.gather(padded)
-        return gathered[gathered != sentinel]
+    def _flush_device_metrics(self, mode: str | None = None) -> None:
+        """Reduce and gather the metrics recorded on the device (``self._device_metrics``) for ``mode`` into
+        TRL's ``self._metrics``: one host read and one gather, whatever the number of micro-steps. Every
+        process calls it at the same point (TRL's ``log``; ``PEPOTrainer.training_step`` when logging is rare)."""
+        mode = mode or self._metrics_mode()
+        self._device_metrics.flush(mode, self._metrics[mode], self.accelerator)
 
     @torch.no_grad()
     def _log_vppo(self, dependency, keep, scale, valid, has_image) -> None:
-        metrics = self._metrics["train"]
+        record = self._device_metrics.record
         image_tokens = valid & has_image.unsqueeze(1)
-        values = self._gather_values(dependency[image_tokens])
-        if values.numel() > 0:
-            q = torch.quantile(values, torch.tensor([p / 100 for p in DEPENDENCY_PERCENTILES], device=values.device))
-            for p, value in zip(DEPENDENCY_PERCENTILES, q.tolist()):
-                metrics[f"vppo/dependency/p{p}"].append(value)
-        self._log_global_mean("vppo/kept_fraction", keep.float(), image_tokens)
-        scales = self._gather_values(scale[has_image & valid.any(1)])
-        if scales.numel() > 0:
-            metrics["vppo/adv_scale/min"].append(scales.min().item())
-            metrics["vppo/adv_scale/mean"].append(scales.mean().item())
-            metrics["vppo/adv_scale/max"].append(scales.max().item())
+        record("train", "vppo/dependency", "percentiles", dependency, image_tokens)
+        record("train", "vppo/kept_fraction", "mean", keep, image_tokens)
+        record("train", "vppo/adv_scale", "min_mean_max", scale, has_image & valid.any(1))
 
 
 __all__ = ["PERCEPTION_AWARE_METHODS", "PerceptionAwareArguments", "PerceptionAwareMixin"]

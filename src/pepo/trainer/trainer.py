@@ -46,7 +46,10 @@ TRL methods overridden (each the narrowest place that sees what PEPO needs):
   when ``perception_aware`` is set).
 * ``training_step`` / ``log``: PEPO's own time per optimiser step (``pepo/time_s``) and its share of
   the step (``pepo/time_share``), timed with CUDA events read only when metrics are logged: no host
-  synchronisation in the step (:mod:`pepo.trainer.clock`). The paper's extra-cost ratio
+  synchronisation in the step (:mod:`pepo.trainer.clock`). PEPO's other metrics are recorded on the
+  device per micro-step and reduced and gathered once when TRL logs (:mod:`pepo.trainer.device_metrics`);
+  ``on_nonfinite="error"`` reads one flag back after the last micro-step of each optimiser step
+  (``tests/trainer/test_host_reads.py`` counts the reads). The paper's extra-cost ratio
   ``rho = (t_PEPO - t_GRPO) / t_GRPO`` compares two runs; ``benchmarks/bench_step.py`` measures it.
 * ``_tokenize_prompts``: refuses a prompt that cannot fit the model's positions (docs/reliability.md).
 * ``save_model``: saves the whole weights under FSDP with a sharded state dict (transformers saves nothing).
@@ -87,7 +90,8 @@ from pepo.modeling import freeze_vision, is_peft_model
 
 logger = logging.getLogger(__name__)
 
-PERCENTILES = (0, 20, 40, 60, 80, 100)
+# recorded metric entries (about 3 per micro-step) held before an early flush when logging is rare or off
+MAX_PENDING_ENTRIES = 256
 
 
 class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
@@ -130,6 +134,7 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
         self._sharing_backbones: dict[int, Any] = {}  # id(model) -> its Qwen2-VL-family backbone, or None
         self._weight_handshake = WeightHandshake()  # how the weights reach TRL's loss: pepo.trainer.handshake
         self._pepo_clock = PEPOClock()  # PEPO's own compute, per optimiser step
+        self._pending_nonfinite: list = []  # on_nonfinite="error": (step, bad rows, completion ids) per micro-step
         self._dynamic_sampler = DynamicSampler(self) if config.dynamic_sampling else None
 
     # ---- the loss -------------------------------------------------------------------------------
@@ -223,89 +228,97 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
 
     @torch.no_grad()
     def _apply_token_weights(self, inputs, perception, entropies, has_image) -> None:
-        """Replace ``inputs["advantages"]`` by the per-token ``A_b * ((1 - lambda) + lambda * w)``."""
+        """Replace ``inputs["advantages"]`` by the per-token ``A_b * ((1 - lambda) + lambda * w)``.
+        Reads nothing back from the device (see :meth:`_note_nonfinite` for the one exception)."""
         mask = inputs["completion_mask"]
         if "tool_mask" in inputs:
             mask = mask * inputs["tool_mask"]
+        valid = mask.bool()
         if self.args.weighting == "none":  # log_signals: the base algorithm's signals, logged, advantages untouched
-            self._log_pepo_metrics(perception, entropies, None, mask.bool(), has_image, None)
+            self._record_pepo_metrics(perception, entropies, None, valid, has_image, None)
             return
         image_rows_only = self._weighting_mode.image_rows_only  # as the mode declared
-        valid = mask.bool()
-        # NaN/inf in the hidden states or logits shows up here: one isfinite over the (B, T) signals
+        # NaN/inf in the hidden states or logits shows up here: one isfinite over the (B, T) signals. Those rows'
+        # signals become 0 and their weights 1 (the base algorithm) and they leave the metrics, always: a
+        # torch.where needs no host read, and "error" stops the run before the optimiser step (_note_nonfinite)
         bad_rows = ((~torch.isfinite(perception) | ~torch.isfinite(entropies)) & valid).any(1)
-        if self.args.on_nonfinite == "skip":
-            self._metrics["train" if self.model.training else "eval"]["pepo/nonfinite_rows"].append(
-                self.accelerator.gather(bad_rows.sum()).sum().item())
-        if bool(bad_rows.any()):
-            perception, entropies, valid = self._nonfinite_rows(inputs, bad_rows, perception, entropies, valid)
+        self._note_nonfinite(inputs, bad_rows)
+        keep = ~bad_rows.unsqueeze(1)
+        perception, entropies = torch.where(keep, perception, 0.0), torch.where(keep, entropies, 0.0)
         weights = token_weights(
             perception, entropies, mask, self.args.gate_alpha, self.args.gate_temperature, self.args.weighting,
             has_image=has_image if image_rows_only else None,
         )
-        weights = torch.where(bad_rows.unsqueeze(1) & mask.bool(), 1.0, weights)  # skipped rows: base algorithm
+        weights = torch.where(~keep & valid, 1.0, weights)  # skipped rows: base algorithm
         lam = self.pepo_lambda()
         advantages = inputs["advantages"]
         if advantages.dim() == 1:
             advantages = advantages.unsqueeze(1)
         inputs["advantages"] = advantages * loss_multiplier(weights, lam).to(advantages.dtype)
-        self._log_pepo_metrics(perception, entropies, weights, valid, has_image, lam)
+        self._record_pepo_metrics(perception, entropies, weights, valid & keep, has_image, lam)
 
-    def _nonfinite_rows(self, inputs, bad_rows, perception, entropies, valid):
-        """``on_nonfinite="error"``: raise, naming the step and rows. ``"skip"``: zero those rows'
-        signals (their weights are then set to 1) and leave them out of the metrics."""
-        rows = bad_rows.nonzero().flatten().tolist()
-        if self.args.on_nonfinite == "error":
-            completion = self.processing_class.decode(inputs["completion_ids"][rows[0]], skip_special_tokens=True)
+    def _note_nonfinite(self, inputs, bad_rows: torch.Tensor) -> None:
+        """Non-finite signals in ``bad_rows`` of this micro-batch. ``"skip"``: counted (``pepo/nonfinite_rows``,
+        reduced at log time). ``"error"``: kept on the device until the last micro-step of the optimiser step
+        has run its backward, then :meth:`_raise_on_nonfinite` reads them back once (one host read per
+        optimiser step, before gradient clipping and the optimiser step: no update is applied with them).
+        Outside training (evaluation) ``"error"`` checks at once."""
+        if self.args.on_nonfinite == "skip":
+            self._device_metrics.record(self._metrics_mode(), "pepo/nonfinite_rows", "sum", bad_rows)
+        elif self.model.training:
+            self._pending_nonfinite.append((self.state.global_step, bad_rows, inputs["completion_ids"]))
+        else:
+            self._pending_nonfinite = [(self.state.global_step, bad_rows, inputs["completion_ids"])]
+            self._raise_on_nonfinite()
+
+    def _raise_on_nonfinite(self) -> None:
+        """``on_nonfinite="error"``: raise, naming the step, micro-step and rows, if any recorded micro-batch
+        had a non-finite signal. One host read for all of them; only a bad row reads more."""
+        pending, self._pending_nonfinite = self._pending_nonfinite, []
+        if not pending or not bool(torch.stack([bad_rows.any() for _, bad_rows, _ in pending]).any()):
+            return
+        for micro_step, (step, bad_rows, completion_ids) in enumerate(pending):
+            rows = bad_rows.nonzero().flatten().tolist()
+            if not rows:
+                continue
+            completion = self.processing_class.decode(completion_ids[rows[0]], skip_special_tokens=True)
+            where = f" (micro-step {micro_step + 1} of {len(pending)})" if len(pending) > 1 else ""
             raise FloatingPointError(
-                f"step {self.state.global_step}: NaN/inf perception score or token entropy (from the policy's hidden "
-                f"states or logits) in rows {rows} of the micro-batch on process {self.accelerator.process_index}; "
+                f"step {step}: NaN/inf perception score or token entropy (from the policy's hidden "
+                f"states or logits) in rows {rows} of the micro-batch{where} on process {self.accelerator.process_index}; "
                 f"row {rows[0]} completion: {completion[:80]!r}. Check the learning rate / dtype, or set "
-                "on_nonfinite='skip' to train such rows as the base algorithm."
+                "on_nonfinite='skip' to train such rows as the base algorithm. No optimiser step was taken with them."
             )
-        logger.warning("step %d: non-finite PEPO signals in rows %s: weight 1 (base algorithm) for them",
-                       self.state.global_step, rows)
-        keep = ~bad_rows.unsqueeze(1)
-        return torch.where(keep, perception, 0.0), torch.where(keep, entropies, 0.0), valid & keep
 
-    # ---- metrics --------------------------------------------------------------------------------
+    # ---- metrics: recorded on the device per micro-step, reduced when TRL logs (PerceptionAwareMixin.log) ----
 
-    def _gathered_valid(self, values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """Valid entries of ``values`` from every process, as one float32 vector."""
-        local = values[valid].float()
-        sentinel = -1e30
-        padded = self.accelerator.pad_across_processes(local, dim=0, pad_index=sentinel)
-        gathered = self.accelerator.gather(padded)
-        return gathered[gathered != sentinel]
-
-    def _log_pepo_metrics(self, perception, entropies, weights, valid, has_image, lam) -> None:
-        mode = "train" if self.model.training else "eval"
-        metrics = self._metrics[mode]
+    def _record_pepo_metrics(self, perception, entropies, weights, valid, has_image, lam) -> None:
+        mode = self._metrics_mode()
         if lam is not None:
-            metrics["pepo/lambda"].append(lam)
-        image_rows = valid & has_image.unsqueeze(1)
-        similarity = self._gathered_valid(perception, image_rows)
-        if similarity.numel() > 0:
-            metrics["pepo/visual_similarity"].append(similarity.mean().item())
-        for name, values in (("entropy", entropies), ("weight", weights)):
-            if values is None:
-                continue
-            gathered = self._gathered_valid(values, valid)
-            if gathered.numel() == 0:
-                continue
-            q = torch.quantile(gathered, torch.tensor([p / 100 for p in PERCENTILES], device=gathered.device))
-            for p, value in zip(PERCENTILES, q.tolist()):
-                metrics[f"pepo/{name}/p{p}"].append(value)
+            self._metrics[mode]["pepo/lambda"].append(lam)  # a Python float
+        record = self._device_metrics.record
+        record(mode, "pepo/visual_similarity", "mean", perception, valid & has_image.unsqueeze(1))
+        record(mode, "pepo/entropy", "percentiles", entropies, valid)
+        if weights is not None:
+            record(mode, "pepo/weight", "percentiles", weights, valid)
 
     def training_step(self, model, inputs, num_items_in_batch):
         output = super().training_step(model, inputs, num_items_in_batch)
-        if self._step % self.current_gradient_accumulation_steps == 0:
+        if self._step % self.current_gradient_accumulation_steps == 0:  # the optimiser step comes next
+            self._raise_on_nonfinite()
+            if self._device_metrics.pending("train") > MAX_PENDING_ENTRIES:  # logging rare or off: bounded memory
+                self._flush_device_metrics("train")
             # TRL just recorded this optimiser step's wall time (generation included) as step_time; PEPO's
             # own time is read in log(), so that no step waits for the GPU
             self._pepo_clock.close_step(self._metrics["train"]["step_time"][-1])
         return output
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        self._flush_device_metrics()  # now, to name skipped rows below (PerceptionAwareMixin.log's flush is then a no-op)
+        skipped = sum(self._metrics[self._metrics_mode()].get("pepo/nonfinite_rows", []))
+        if skipped:
+            logger.warning("step %d: %d rows with non-finite PEPO signals since the last log trained as the base "
+                           "algorithm (on_nonfinite='skip')", self.state.global_step, int(skipped))
         # PEPO's cost is only PEPO's: a baseline's log_signals time is not reported
         if self.model.training:
             steps = self._pepo_clock.read_closed()  # the one place that waits for PEPO's GPU work
