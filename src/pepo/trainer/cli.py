@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pepo.versions import argparse_actions
+
 EMBEDDED = "embedded"  # the tiny Qwen2.5-VL at random initialisation, built under output_dir
 EMBEDDED_WARM_START = "embedded_warm_start"  # the same model after pepo demo's supervised warm start
 # the handful of fields people change, as the short help lists them (--help-all: every field's own help)
@@ -110,7 +112,7 @@ def _parser():
 
     parser.error = error
     if not _has_bf16_device():
-        for action in parser._actions:
+        for action in argparse_actions(parser):
             if action.dest == "bf16":
                 action.default = False  # CPU training, not TrainingArguments' "doesn't support bf16/gpu"
     return parser
@@ -145,7 +147,7 @@ def _recipe(argv: list[str]) -> tuple[Path | None, dict]:
 
 def _check_recipe_types(parser, path: Path, config: dict) -> None:
     """YAML numbers / booleans where the field wants another type (argparse only converts strings)."""
-    actions = {action.dest: action for action in parser._actions}
+    actions = {action.dest: action for action in argparse_actions(parser)}
     unknown = [key for key in config if key not in actions and key != "env"]  # env: TrlParser's environment block
     if unknown:
         raise UsageError(f"{path}: unknown field(s) {', '.join(map(str, unknown))}: pepo train --help-all lists every field")
