@@ -25,7 +25,7 @@ from packaging.version import Version
 
 __all__ = [
     "PATCHES", "TESTED_RANGES", "TRL_ATTRIBUTES", "TRL_OVERRIDES", "Patch", "UnsupportedUpstreamError",
-    "UpstreamChangedWarning", "argparse_actions", "check_upstream", "parameters", "require_signature",
+    "UpstreamChangedWarning", "argparse_actions", "check_upstream", "parameters", "require_signature", "warn_once",
     "signature_matches", "untested_versions", "warn_if_untested_versions",
 ]
 
