@@ -174,20 +174,34 @@ def test_vlm_forward_without_pixel_values_gets_no_pre_hook():
 
 
 def test_changed_processor_method_leaves_the_image_cache_out(monkeypatch):
+    from PIL import Image
+
     from pepo import modeling
     from pepo.embedded.tiny import build_processor, build_tokenizer
 
+    parent = modeling.Qwen2_5_VLProcessor
     processor = build_processor(build_tokenizer(["a red circle"]))
+    calls = []
+    process_images, token_types = parent._process_images, parent.create_mm_token_type_ids
+
+    def renamed_process_images(self, pictures, **kwargs):  # a release renamed the parameter
+        calls.append("_process_images")
+        return process_images(self, pictures, **kwargs)
+
+    def own_token_types(self, input_ids):
+        calls.append("create_mm_token_type_ids")
+        return token_types(self, input_ids)
+
+    monkeypatch.setattr(parent, "_process_images", renamed_process_images)
+    monkeypatch.setattr(parent, "create_mm_token_type_ids", own_token_types)
     modeling._cache_methods_match.cache_clear()
-    monkeypatch.setattr(modeling.Qwen2_5_VLProcessor, "_process_images",
-                        changed(modeling.Qwen2_5_VLProcessor._process_images))
     try:
         with warnings.catch_warnings(record=True) as record:
             warnings.simplefilter("always")
-            assert modeling._cache_methods_match() is False
+            out = processor(text=[f"a {processor.image_token} red circle"], images=[Image.new("RGB", (56, 56))])
         assert len(upstream_warnings(record)) == 1
-        token_types = processor.create_mm_token_type_ids([[processor.image_token_id, 5]])
-        assert [[int(t) for t in row] for row in token_types] == [[1, 0]]  # ProcessorMixin's own answer
+        assert calls == ["_process_images", "create_mm_token_type_ids"]  # transformers' own methods ran
+        assert sum(map(int, out["mm_token_type_ids"][0])) == int(out["image_grid_thw"].prod()) // 4  # merge 2 x 2
     finally:
         modeling._cache_methods_match.cache_clear()
 
