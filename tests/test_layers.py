@@ -3,7 +3,7 @@
 higher layer, lazily inside a function or not:
 
     core  <  data, rewards, modeling, image_tokens, image_sharing, prompt_sharing, mrope, patch_masking, cli_checks,
-             shipped_recipes
+             shipped_recipes versions
           <  trainer, evaluation  <  embedded, analysis  <  demo, cli, train
 """
 
@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = {
     "": 0, "core": 0,
     "data": 1, "rewards": 1, "modeling": 1, "image_tokens": 1, "image_sharing": 1, "prompt_sharing": 1, "mrope": 1,
-    "patch_masking": 1, "cli_checks": 1, "shipped_recipes": 1,
+    "patch_masking": 1, "cli_checks": 1, "shipped_recipes": 1, "versions": 1,
     "trainer": 2, "evaluation": 2,
     "embedded": 3, "analysis": 3,
     "demo": 4, "cli": 4, "train": 4, "__main__": 4,

@@ -23,6 +23,8 @@ from itertools import accumulate
 import torch
 from torch import nn
 
+from pepo.versions import signature_matches
+
 __all__ = ["image_fingerprints", "share_image_encoding"]
 
 _FINGERPRINT_SEED = 20251124
@@ -122,10 +124,19 @@ def _after(tower: nn.Module, args: tuple, kwargs: dict, output):
     return output
 
 
+#: transformers 5.24's Qwen2-VL / Qwen2.5-VL vision tower forward, which the hooks were written for
+TOWER_FORWARD_PARAMETERS = ("self", "hidden_states", "grid_thw", "**kwargs")
+
+
 def share_image_encoding(model: nn.Module) -> bool:
     """Hook ``model``'s Qwen2-VL-family vision tower so that each distinct image of a call is encoded
-    once. Returns whether a tower was found (other families are left as they are)."""
+    once. Returns whether a tower was hooked (other families are left as they are, and so is a tower
+    whose forward no longer has the parameters the hooks were written for: one warning)."""
     towers = [m for m in model.modules() if hasattr(m, "spatial_merge_size") and hasattr(m, "merger")]
+    # the hooks read (hidden_states, grid_thw) and rewrite pooler_output / last_hidden_state
+    if any(not signature_matches("image_sharing.vision_tower", type(tower).forward, TOWER_FORWARD_PARAMETERS)
+           for tower in towers):
+        return False
     for tower in towers:
         if not getattr(tower, "_pepo_shares_images", False):
             tower.register_forward_pre_hook(_before, with_kwargs=True)

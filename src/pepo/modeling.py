@@ -42,11 +42,40 @@ from transformers.models.internvl.processing_internvl import InternVLProcessor
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 
 from pepo.mrope import vectorise_rope_index
+from pepo.versions import require_signature, signature_matches
 
 __all__ = [
     "InternVLImageTextProcessor", "QwenVLImageTextProcessor", "freeze_vision", "image_size_check", "is_peft_model",
     "load_model_and_processor", "load_processor",
 ]
+
+
+# transformers 5.24's methods that the processors below bypass (__init__) or call with these names
+# (validate_inputs): a change refuses to build the processor, one line
+_BYPASSED = {
+    Qwen2_5_VLProcessor: {"__init__": ("self", "image_processor", "tokenizer", "video_processor", "chat_template",
+                                       "**kwargs"),
+                          "validate_inputs": ("self", "images", "text", "videos", "audio", "**kwargs")},
+    InternVLProcessor: {"__init__": ("self", "image_processor", "tokenizer", "video_processor", "image_seq_length",
+                                     "chat_template", "**kwargs"),
+                        "validate_inputs": ("self", "images", "text", "videos", "**kwargs")},
+}
+# the methods QwenVLImageTextProcessor's image cache overrides or calls: a change leaves the cache and the
+# token-type lookup out (transformers' own methods run), one warning
+_CACHE_METHODS = {"_process_images": ("self", "images", "**kwargs"),
+                  "replace_image_token": ("self", "image_inputs", "image_idx", "**kwargs"),
+                  "create_mm_token_type_ids": ("self", "input_ids")}
+
+
+def _check_bypassed(processor_class: type, patch: str) -> None:
+    for name, expected in _BYPASSED[processor_class].items():
+        require_signature(f"{patch} ({processor_class.__name__}.{name})", getattr(processor_class, name), expected)
+
+
+@functools.cache
+def _cache_methods_match() -> bool:
+    return all(signature_matches("modeling.QwenVLImageTextProcessor", getattr(Qwen2_5_VLProcessor, name), expected)
+               for name, expected in _CACHE_METHODS.items())
 
 
 def _refuse_videos(processor, videos) -> None:
@@ -103,6 +132,7 @@ class QwenVLImageTextProcessor(_SavedAsStockProcessor, Qwen2_5_VLProcessor):
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
         # Same token bookkeeping as Qwen2_5_VLProcessor.__init__, minus the video processor
         # (its __init__ would pass video_processor to ProcessorMixin, which wants one per attribute).
+        _check_bypassed(Qwen2_5_VLProcessor, "modeling.QwenVLImageTextProcessor")
         self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
         self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
         self.image_token_id = getattr(tokenizer, "image_token_id", None) or tokenizer.convert_tokens_to_ids(
@@ -131,7 +161,7 @@ class QwenVLImageTextProcessor(_SavedAsStockProcessor, Qwen2_5_VLProcessor):
         and the batch is the concatenation of the per-image parts: the very same tensors. Keyed by
         pixel content (images decoded anew from a dataset are new objects) and the settings."""
         flat = make_flat_list_of_images(images)
-        if self.image_cache_bytes <= 0 or not flat or not all(isinstance(image, Image.Image) for image in flat):
+        if self.image_cache_bytes <= 0 or not _cache_methods_match() or not flat or not all(isinstance(image, Image.Image) for image in flat):
             return super()._process_images(images, **kwargs)
         cache = _IMAGE_CACHES.setdefault(self, _ImageCache())
         settings = repr(sorted(kwargs.items()))
@@ -152,6 +182,8 @@ class QwenVLImageTextProcessor(_SavedAsStockProcessor, Qwen2_5_VLProcessor):
     def create_mm_token_type_ids(self, input_ids: list) -> list[list[int]]:
         """ProcessorMixin's modality ids (0 text, 1 image, 2 video, 3 audio per token), by one dict
         lookup per token instead of three ``np.isin`` calls per row (the largest cost of a cached call)."""
+        if not _cache_methods_match():
+            return super().create_mm_token_type_ids(input_ids)
         types = {}
         for modality, ids in ((1, self.image_token_ids), (2, self.video_token_ids), (3, self.audio_token_ids)):
             types.update(dict.fromkeys(ids or (), modality))  # later modalities win, as in ProcessorMixin
@@ -231,6 +263,7 @@ class InternVLImageTextProcessor(_SavedAsStockProcessor, InternVLProcessor):
     video_processor_type = "InternVLVideoProcessor"
 
     def __init__(self, image_processor=None, tokenizer=None, image_seq_length: int = 256, chat_template=None, **kwargs):
+        _check_bypassed(InternVLProcessor, "modeling.InternVLImageTextProcessor")
         ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kwargs)
         # InternVLProcessor.__init__'s token bookkeeping, minus the video processor
         self.image_seq_length = image_seq_length

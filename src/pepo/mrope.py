@@ -23,7 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pepo.versions import signature_matches
+
 __all__ = ["rope_index", "vectorise_rope_index"]
+
+#: transformers 5.24's ``Qwen2_5_VLModel.get_rope_index``, which :func:`rope_index` reproduces
+ROPE_INDEX_PARAMETERS = ("self", "input_ids", "mm_token_type_ids", "image_grid_thw", "video_grid_thw",
+                         "second_per_grid_ts", "attention_mask", "**kwargs")
 
 
 def rope_index(
@@ -84,10 +90,13 @@ def rope_index(
 def vectorise_rope_index(model: nn.Module) -> bool:
     """Shadow ``get_rope_index`` with :func:`rope_index` on every ``Qwen2_5_VLModel`` inside
     ``model`` (an instance attribute: the class and other models are untouched). Returns whether one
-    was found; other families are left as they are."""
+    was found; other families are left as they are, and so is every model when transformers' method
+    no longer has the parameters it was written for (one warning)."""
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel
 
     found = [m for m in model.modules() if isinstance(m, Qwen2_5_VLModel)]
+    if found and not signature_matches("mrope.get_rope_index", Qwen2_5_VLModel.get_rope_index, ROPE_INDEX_PARAMETERS):
+        return False
     for module in found:
         if type(module).get_rope_index is Qwen2_5_VLModel.get_rope_index:  # a subclass's own stays
             module.get_rope_index = functools.partial(rope_index, module)

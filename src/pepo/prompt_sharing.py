@@ -41,6 +41,8 @@ import torch
 from torch import nn
 
 from pepo.image_sharing import image_fingerprints
+from pepo.mrope import ROPE_INDEX_PARAMETERS
+from pepo.versions import signature_matches
 
 __all__ = [
     "PromptGroups", "SharedPromptForward", "generate_with_shared_prompts", "prompt_groups", "share_prompt_prefill",
@@ -207,7 +209,21 @@ def sharing_backbone(model: nn.Module) -> nn.Module | None:
     from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel
 
     found = [m for m in model.modules() if isinstance(m, (Qwen2VLModel, Qwen2_5_VLModel))]
-    return found[0] if len(found) == 1 else None
+    if len(found) != 1:
+        return None
+    backbone = found[0]
+    rope_parameters = ROPE_INDEX_PARAMETERS if isinstance(backbone, Qwen2_5_VLModel) else _QWEN2_VL_ROPE_INDEX
+    # the calls below pass get_rope_index these names, and the forward a cache and M-RoPE position_ids
+    if not (signature_matches("prompt_sharing", type(backbone).get_rope_index, rope_parameters)
+            and signature_matches("prompt_sharing", type(backbone).forward, _FORWARD_INPUTS, exact=False)):
+        return None
+    return backbone
+
+
+# transformers 5.24's Qwen2VLModel.get_rope_index (Qwen2.5-VL's adds second_per_grid_ts)
+_QWEN2_VL_ROPE_INDEX = tuple(name for name in ROPE_INDEX_PARAMETERS if name != "second_per_grid_ts")
+_FORWARD_INPUTS = ("input_ids", "attention_mask", "position_ids", "cache", "pixel_values", "image_grid_thw",
+                   "use_cache")
 
 
 # model inputs the shared prefill does not handle: generate runs as it is

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pepo.versions import argparse_actions
+
 EMBEDDED = "embedded"  # the tiny Qwen2.5-VL at random initialisation, built under output_dir
 EMBEDDED_WARM_START = "embedded_warm_start"  # the same model after pepo demo's supervised warm start
 # the handful of fields people change, as the short help lists them (--help-all: every field's own help)
@@ -120,7 +122,7 @@ def _parser():
 
     parser.error = error
     if not _has_bf16_device():
-        for action in parser._actions:
+        for action in argparse_actions(parser):
             if action.dest == "bf16":
                 action.default = False  # CPU training, not TrainingArguments' "doesn't support bf16/gpu"
     return parser
@@ -160,7 +162,7 @@ def _recipe(argv: list[str]) -> tuple[Path | None, dict]:
 
 def _check_recipe_fields(parser, path: Path, config: dict) -> None:
     """Every key of the recipe is a field (the values are checked with the command line's)."""
-    dests = {action.dest for action in parser._actions}
+    dests = {action.dest for action in argparse_actions(parser)}
     unknown = [key for key in config if key not in dests and key != "env"]  # env: TrlParser's environment block
     if unknown:
         raise UsageError(f"{path}: unknown field(s) {', '.join(map(str, unknown))}: "

@@ -24,7 +24,12 @@ import os
 from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DistributedType
 
+from pepo.versions import require_signature
+
 _PATCHED = "_pepo_sharding_on_cpu"
+#: accelerate 1.15's AcceleratorState.__init__, which the wrapper calls and then completes
+STATE_INIT_PARAMETERS = ("self", "mixed_precision", "cpu", "dynamo_plugin", "deepspeed_plugin", "fsdp_plugin",
+                         "torch_tp_plugin", "megatron_lm_plugin", "parallelism_config", "_from_accelerator", "**kwargs")
 
 
 def _requested_engine() -> DistributedType | None:
@@ -36,9 +41,12 @@ def _requested_engine() -> DistributedType | None:
 
 
 def allow_sharding_on_cpu() -> None:
-    """Let ``AcceleratorState`` use the FSDP / DeepSpeed plugin on a multi-process CPU run (idempotent)."""
-    if getattr(AcceleratorState.__init__, _PATCHED, False):
-        return
+    """Let ``AcceleratorState`` use the FSDP / DeepSpeed plugin on a multi-process CPU run (idempotent).
+    Refuses (one line) an accelerate whose ``AcceleratorState.__init__`` is not the one this was written
+    for: without the promotion the run would be plain DDP without a word."""
+    if getattr(AcceleratorState.__init__, _PATCHED, False) or _requested_engine() is None:
+        return  # installed already, or a plain multi-process CPU run: nothing to promote
+    require_signature("cpu_sharding.AcceleratorState.__init__", AcceleratorState.__init__, STATE_INIT_PARAMETERS)
     original = AcceleratorState.__init__
 
     def __init__(self, *args, deepspeed_plugin=None, fsdp_plugin=None, **kwargs):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pepo.versions import signature_matches
+
 # the per-image / per-tile inputs a VLM forward takes (TRL's names); all empty together or none
 IMAGE_INPUTS = ("pixel_values", "image_grid_thw", "image_sizes", "pixel_attention_mask", "spatial_shapes",
                 "image_position_ids")
@@ -27,7 +29,15 @@ def _drop_empty_image_inputs(module, args, kwargs):
 
 
 def ignore_empty_image_inputs(model: nn.Module | None) -> None:
-    """Make ``model``'s forward treat an empty ``pixel_values`` (a text-only chunk) as no image input."""
-    if model is not None and not getattr(model, "_pepo_ignores_empty_images", False):
-        model.register_forward_pre_hook(_drop_empty_image_inputs, with_kwargs=True)
-        model._pepo_ignores_empty_images = True
+    """Make ``model``'s forward treat an empty ``pixel_values`` (a text-only chunk) as no image input.
+    A VLM whose forward takes no ``pixel_values`` keyword (the hook's input) is left as it is, with
+    one warning; a model without a vision tower needs no hook."""
+    if model is None or getattr(model, "_pepo_ignores_empty_images", False):
+        return
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT wrapper's forward is *args
+    if getattr(getattr(base, "config", None), "vision_config", None) is None:
+        return
+    if not signature_matches("mixed_batches.pre_hook", type(base).forward, ("pixel_values",), exact=False):
+        return
+    model.register_forward_pre_hook(_drop_empty_image_inputs, with_kwargs=True)
+    model._pepo_ignores_empty_images = True

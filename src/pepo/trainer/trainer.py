@@ -81,6 +81,7 @@ from pepo.trainer.config import PEPOConfig
 from pepo.trainer.dynamic_sampling import DynamicSampler
 from pepo.trainer.handshake import WeightHandshake, check_trl_overrides
 from pepo.trainer.mixed_batches import ignore_empty_image_inputs
+from pepo.versions import check_upstream
 from pepo.trainer.perception_aware import PerceptionAwareMixin
 from pepo.image_tokens import image_token_mask, resolve_image_token_id
 from pepo.image_sharing import share_image_encoding
@@ -110,6 +111,7 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
             raise TypeError(f"PEPOTrainer needs args=PEPOConfig(...), got {type(config).__name__}")
         check_trl_overrides(GRPOTrainer)  # before any model work: the TRL methods overridden here are as written for
         super().__init__(*args, **kwargs)
+        check_upstream(self)  # untested trl/transformers/accelerate: one warning; changed TRL internals: refused
         model = self.accelerator.unwrap_model(self.model)
         for policy_or_reference in (model, getattr(self, "ref_model", None)):
             if policy_or_reference is None:
