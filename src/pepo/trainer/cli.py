@@ -89,6 +89,14 @@ class TrainScriptArguments:
             "(pepo demo --quick's, under a minute, a weaker start).",
         },
     )
+    eval_after_train: str = field(
+        default="none",
+        metadata={
+            "help": "none | val | test: after training, print the model's avg@8 on that held-out split of the synthetic "
+            "task (train_file: embedded), scored by pepo eval's code (pepo.evaluation), beside the warm start's. The "
+            "reward printed during training is the training reward, on the prompts being trained on.",
+        },
+    )
     embedded_cache: str | None = field(
         default=None,
         metadata={
@@ -253,6 +261,10 @@ class BuiltSource:
 # pepo.embedded: this layer does not know what they build.
 BUILT_MODELS: dict[str, BuiltSource] = {}
 BUILT_DATA: dict[str, BuiltSource] = {}
+# eval_after_train's held-out evaluation, registered by pepo.train (pepo.evaluation sits above this
+# layer): called with (script_args, training_args, model_args, trainer) once the model is saved.
+AFTER_TRAINING: list[Callable[[TrainScriptArguments, Any, Any, Any], None]] = []
+EVAL_SPLITS = ("none", "val", "test")
 
 
 def _train_dataset(script_args: TrainScriptArguments, training_args, accept_image_size=None):
@@ -282,10 +294,20 @@ def check_arguments(script_args: TrainScriptArguments, training_args, model_args
                          f"(save_pretrained layout), or '{EMBEDDED_WARM_START}' / '{EMBEDDED}'")
     for name in script_args.reward_funcs:
         get_reward(name)  # KeyError listing the known rewards
+    _check_eval_after_train(script_args)
     if script_args.train_file in BUILT_DATA:
         BUILT_DATA[script_args.train_file].check(script_args)
     elif not Path(script_args.train_file).exists():
         raise UsageError(f"train_file {script_args.train_file}: no such file or folder")
+
+
+def _check_eval_after_train(script_args: TrainScriptArguments) -> None:
+    split = script_args.eval_after_train
+    if split not in EVAL_SPLITS:
+        raise UsageError(f"eval_after_train={split!r}: choose one of {EVAL_SPLITS}")
+    if split != "none" and script_args.train_file not in BUILT_DATA:
+        raise UsageError(f"eval_after_train={split!r}: names a split of the synthetic task (train_file: {EMBEDDED}); "
+                         f"for {script_args.train_file} set it to none and run pepo eval --model <output_dir> --data <test.jsonl>")
 
 
 def build_trainer(script_args: TrainScriptArguments, training_args, model_args):
@@ -436,4 +458,6 @@ def main(argv: list[str] | None = None) -> int:
     if trainer.is_world_process_zero():
         print(f"pepo train: model and trainer_state.json in {output_dir}\n"
               f"  next: pepo eval --model {output_dir} --data <test.jsonl>; pepo analyze --runs {output_dir} --out <folder>")
+        for after_training in AFTER_TRAINING:
+            after_training(script_args, training_args, model_args, trainer)
     return 0
