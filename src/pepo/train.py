@@ -175,9 +175,15 @@ def evaluate_after_training(script_args: TrainScriptArguments, training_args, mo
     start, processor = load_model_and_processor(start_path)
     before = _held_out_scores(start, processor, questions, tokens)
     lift, se = 100 * (sum(after) - sum(before)) / len(questions), 100 * paired_standard_error(before, after)
+    record = {"split": script_args.eval_after_train, "data": str(path), "questions": len(questions),
+              "samples": HELD_OUT_SAMPLES, "max_new_tokens": tokens, "start": str(start_path),
+              "avg_start": 100 * sum(before) / len(before), "avg_after": 100 * sum(after) / len(after),
+              "lift": lift, "paired_se": se, "per_question": {"start": before, "after": after}}
+    out = Path(training_args.output_dir) / f"held_out_{script_args.eval_after_train}.json"
+    out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     print(f"  held-out avg@{HELD_OUT_SAMPLES}: {100 * sum(after) / len(after):.1f} after training, "
           f"{100 * sum(before) / len(before):.1f} at the start: lift {lift:+.1f} +- {se:.1f} (paired SE)"
-          f"{'' if abs(lift) > 2 * se else ', within 2 SE: no measurable change'}", flush=True)
+          f"{'' if abs(lift) > 2 * se else ', within 2 SE: no measurable change'} ({out})", flush=True)
 
 
 trainer_cli.BUILT_MODELS[EMBEDDED] = BuiltSource(build=_build_model)
