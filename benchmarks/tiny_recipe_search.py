@@ -13,7 +13,7 @@ synthetic task (``train_file: embedded``). Two phases, both through ``pepo train
 * ``confirm``: the recipe files as they are (``--recipes``), scored on the held-out **test**
   split (256 questions), never used to choose.
 
-Each phase adds its rows to ``<out>.json`` (keyed by phase, recipe and setting) and rewrites
+``merge`` adds the rows of other runs' files (``--files``: sweeps run in parallel). Each phase adds its rows to ``<out>.json`` (keyed by phase, recipe and setting) and rewrites
 ``<out>.md``; each row records the command and commit that produced it.
 
     PYTHONPATH=src python benchmarks/tiny_recipe_search.py sweep --recipe recipes/pepo_g_tiny.yaml
@@ -164,7 +164,8 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("phase", choices=["sweep", "confirm"])
+    parser.add_argument("phase", choices=["sweep", "confirm", "merge"])
+    parser.add_argument("--files", nargs="+", type=Path, default=[], help="merge: results .json files of other runs")
     parser.add_argument("--recipe", default=str(REPO / "recipes" / "pepo_g_tiny.yaml"), help="sweep: the recipe swept")
     parser.add_argument("--recipes", nargs="+", default=[str(REPO / "recipes" / "pepo_g_tiny.yaml")],
                         help="confirm: the recipes run as they are")
@@ -179,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)  # the tiny model gains nothing from more threads on a shared CPU
+    if args.phase == "merge":  # sweeps run in parallel processes, each into its own file
+        write(args.out, [row for path in args.files for row in json.loads(path.read_text())["rows"]])
+        return 0
     provenance = {"command": command(), "commit": commit()}
     start = warm_start(args.cache, args.start)
     rows = (run_sweep if args.phase == "sweep" else run_confirm)(args, start, provenance)
