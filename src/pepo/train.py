@@ -126,17 +126,14 @@ def _build_data(script_args: TrainScriptArguments, training_args) -> Path:
 HELD_OUT_SAMPLES = 8
 
 
-def _held_out_file(script_args: TrainScriptArguments, training_args, model_args) -> Path:
-    """The synthetic task's ``eval_after_train`` split: the warm start's own (beside its checkpoint,
-    never trained on) for ``embedded_warm_start``, else generated under ``output_dir/embedded_data``
-    as large as the demo's."""
+def _held_out_file(script_args: TrainScriptArguments, training_args) -> Path:
+    """The synthetic task's ``eval_after_train`` split, as large as pepo demo's (128 val, 256 test
+    questions), under ``output_dir/embedded_data`` beside the training split: seed 0, the same
+    questions as the demo warm start's own split, never trained on (another random stream)."""
     from pepo.demo import DemoSettings
     from pepo.embedded import generate_split
 
-    split = script_args.eval_after_train
-    if model_args.model_name_or_path == EMBEDDED_WARM_START:
-        return _build_warm_start(script_args, training_args).parents[1] / "data" / f"{split}.jsonl"
-    settings = DemoSettings()
+    split, settings = script_args.eval_after_train, DemoSettings()
     data_dir = Path(training_args.output_dir) / "embedded_data"
     if not (data_dir / f"{split}.jsonl").is_file():
         generate_split(data_dir, split, settings.n_val if split == "val" else settings.n_test, seed=0)
@@ -163,7 +160,7 @@ def evaluate_after_training(script_args: TrainScriptArguments, training_args, mo
 
     if script_args.eval_after_train == "none":
         return
-    path = _held_out_file(script_args, training_args, model_args)
+    path = _held_out_file(script_args, training_args)
     questions = load_geometry3k(path, image_root=path.parent).records
     tokens = training_args.max_completion_length
     print(f"pepo train: held-out check: avg@{HELD_OUT_SAMPLES} on {path} ({len(questions)} questions, "
