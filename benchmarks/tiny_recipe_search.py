@@ -13,7 +13,7 @@ synthetic task (``train_file: embedded``). Two phases, both through ``pepo train
 * ``confirm``: the recipe files as they are (``--recipes``), scored on the held-out **test**
   split (256 questions), never used to choose.
 
-``merge`` adds the rows of other runs' files (``--files``: sweeps run in parallel). Each phase adds its rows to ``<out>.json`` (keyed by phase, recipe and setting) and rewrites
+``start_sha256`` (of the start's weights) says which warm start a row trained from. ``merge`` adds the rows of other runs' files (``--files``: sweeps run in parallel). Each phase adds its rows to ``<out>.json`` (keyed by phase, recipe and setting) and rewrites
 ``<out>.md``; each row records the command and commit that produced it.
 
     PYTHONPATH=src python benchmarks/tiny_recipe_search.py sweep --recipe recipes/pepo_g_tiny.yaml
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import itertools
 import json
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from provenance import REPO, command, commit
 
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "tiny_recipes"
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "tiny_recipes" / "search"
 EVAL = dict(n=8, max_new_tokens=16, batch_size=32, seed=0)  # max_new_tokens: the recipes' max_completion_length
 # (learning_rate, prompts per step, max_steps): per_device_train_batch_size = prompts x num_generations 4
 GRID = {
@@ -183,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.phase == "merge":  # sweeps run in parallel processes, each into its own file
         write(args.out, [row for path in args.files for row in json.loads(path.read_text())["rows"]])
         return 0
-    provenance = {"command": command(), "commit": commit()}
     start = warm_start(args.cache, args.start)
+    provenance = {"command": command(), "commit": commit(),
+                  "start_sha256": hashlib.sha256((start / "model.safetensors").read_bytes()).hexdigest()[:16]}
     rows = (run_sweep if args.phase == "sweep" else run_confirm)(args, start, provenance)
     write(args.out, rows)
     return 0
