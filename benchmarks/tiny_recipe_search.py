@@ -98,8 +98,8 @@ def summary(before: list[float], after: list[float]) -> dict:
             "paired_se": round(se, 2), "lift_over_2se": avg_after - avg_before > 2 * se}
 
 
-def overrides_of(lr: float, prompts: int, steps: int, num_generations: int = 4) -> dict:
-    return {"learning_rate": lr, "max_steps": steps, "num_generations": num_generations,
+def overrides_of(lr: float, prompts: int, steps: int, freeze: str, num_generations: int = 4) -> dict:
+    return {"learning_rate": lr, "max_steps": steps, "num_generations": num_generations, "freeze_vision_tower": freeze,
             "per_device_train_batch_size": prompts * num_generations,
             "max_train_samples": max(16, prompts * steps)}  # each prompt seen once
 
@@ -108,8 +108,9 @@ def run_sweep(args, start: Path, provenance: dict) -> list[dict]:
     questions = records(start, "val")
     before = score(start, questions)
     rows = []
-    for lr, prompts, steps in itertools.product(args.learning_rate, args.prompts_per_step, args.max_steps):
-        setting = overrides_of(lr, prompts, steps)
+    for lr, prompts, steps, freeze in itertools.product(args.learning_rate, args.prompts_per_step, args.max_steps,
+                                                        args.freeze_vision_tower):
+        setting = overrides_of(lr, prompts, steps, freeze)
         seconds = train(Path(args.recipe), start, args.work / "sweep", setting)
         row = {"phase": "sweep", "split": "val", "recipe": Path(args.recipe).name, **setting,
                "prompts_per_step": prompts, "train_seconds": round(seconds, 1),
@@ -137,7 +138,9 @@ def write(out: Path, rows: list[dict]) -> None:
     """Merge ``rows`` into ``out.json`` (a later row replaces one of the same phase, recipe and setting)."""
     path = out.with_suffix(".json")
     old = json.loads(path.read_text())["rows"] if path.is_file() else []
-    key = lambda r: (r["phase"], r["recipe"], r.get("learning_rate"), r.get("prompts_per_step"), r.get("max_steps"))  # noqa: E731
+    # rows of c67a79a lack freeze_vision_tower: they trained with that recipe's value, false
+    key = lambda r: (r["phase"], r["recipe"], r.get("learning_rate"), r.get("prompts_per_step"), r.get("max_steps"),  # noqa: E731
+                     r.get("freeze_vision_tower", "false"))
     merged = {key(r): r for r in [*old, *rows]}
     path.write_text(json.dumps({"eval": EVAL, "rows": list(merged.values())}, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(list(merged.values())))
@@ -152,11 +155,12 @@ def markdown(rows: list[dict]) -> str:
         chosen = [r for r in rows if r["phase"] == phase]
         if not chosen:
             continue
-        lines += [title, "", "| recipe | learning_rate | prompts/step | max_steps | warm start | after | lift | paired SE "
-                  "| lift > 2 SE | train s | commit | command |", "|" + "---|" * 12]
+        lines += [title, "", "| recipe | learning_rate | prompts/step | max_steps | freeze_vision_tower | warm start | after "
+                  "| lift | paired SE | lift > 2 SE | train s | commit | command |", "|" + "---|" * 13]
         for r in chosen:
             lines.append(f"| {r['recipe']} | {r.get('learning_rate', 'recipe')} | {r.get('prompts_per_step', 'recipe')} "
-                         f"| {r.get('max_steps', 'recipe')} | {r['before']:.1f} | {r['after']:.1f} | {r['lift']:+.1f} "
+                         f"| {r.get('max_steps', 'recipe')} | {r.get('freeze_vision_tower', 'recipe' if phase == 'confirm' else 'false')} "
+                         f"| {r['before']:.1f} | {r['after']:.1f} | {r['lift']:+.1f} "
                          f"| {r['paired_se']:.1f} | {'yes' if r['lift_over_2se'] else 'no'} | {r['train_seconds']} "
                          f"| {r['commit']} | `{r['command']}` |")
         lines.append("")
@@ -175,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", default=None, help="a warm-start checkpoint to use instead (its data/ two levels up)")
     for name, values in GRID.items():
         parser.add_argument(f"--{name}", nargs="+", type=type(values[0]), default=values, help=f"sweep: {values}")
+    parser.add_argument("--freeze_vision_tower", nargs="+", default=["true"], choices=["true", "false"],
+                        help="sweep: as the demo's RL (true) or training the vision tower too (false)")
     parser.add_argument("--work", type=Path, default=Path("runs/tiny_recipe_search"))
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results file stem (.json and .md)")
     args = parser.parse_args(argv)
