@@ -78,7 +78,7 @@ def train(recipe: Path, start: Path, out: Path, overrides: dict) -> float:
 
     shutil.rmtree(out, ignore_errors=True)
     argv = ["--config", str(recipe), "--model_name_or_path", str(start), "--output_dir", str(out),
-            "--disable_tqdm", "true"]
+            "--disable_tqdm", "true", "--eval_after_train", "none"]  # scored here, on the phase's split
     for key, value in overrides.items():
         argv += [f"--{key}", str(value)]
     started = time.perf_counter()
