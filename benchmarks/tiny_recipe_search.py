@@ -108,9 +108,9 @@ def run_sweep(args, start: Path, provenance: dict) -> list[dict]:
     questions = records(start, "val")
     before = score(start, questions)
     rows = []
-    for lr, prompts, steps, freeze in itertools.product(args.learning_rate, args.prompts_per_step, args.max_steps,
-                                                        args.freeze_vision_tower):
-        setting = overrides_of(lr, prompts, steps, freeze)
+    for lr, prompts, steps, freeze, group in itertools.product(args.learning_rate, args.prompts_per_step, args.max_steps,
+                                                               args.freeze_vision_tower, args.num_generations):
+        setting = overrides_of(lr, prompts, steps, freeze, group)
         seconds = train(Path(args.recipe), start, args.work / "sweep", setting)
         row = {"phase": "sweep", "split": "val", "recipe": Path(args.recipe).name, **setting,
                "prompts_per_step": prompts, "train_seconds": round(seconds, 1),
@@ -140,7 +140,7 @@ def write(out: Path, rows: list[dict]) -> None:
     old = json.loads(path.read_text())["rows"] if path.is_file() else []
     # rows of c67a79a lack freeze_vision_tower: they trained with that recipe's value, false
     key = lambda r: (r["phase"], r["recipe"], r.get("learning_rate"), r.get("prompts_per_step"), r.get("max_steps"),  # noqa: E731
-                     r.get("freeze_vision_tower", "false"))
+                     r.get("freeze_vision_tower", "false"), r.get("num_generations"))
     merged = {key(r): r for r in [*old, *rows]}
     path.write_text(json.dumps({"eval": EVAL, "rows": list(merged.values())}, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(list(merged.values())))
@@ -155,11 +155,11 @@ def markdown(rows: list[dict]) -> str:
         chosen = [r for r in rows if r["phase"] == phase]
         if not chosen:
             continue
-        lines += [title, "", "| recipe | learning_rate | prompts/step | max_steps | freeze_vision_tower | warm start | after "
-                  "| lift | paired SE | lift > 2 SE | train s | commit | command |", "|" + "---|" * 13]
+        lines += [title, "", "| recipe | learning_rate | prompts/step | num_generations | max_steps | freeze_vision_tower | warm start | after "
+                  "| lift | paired SE | lift > 2 SE | train s | commit | command |", "|" + "---|" * 14]
         for r in chosen:
             lines.append(f"| {r['recipe']} | {r.get('learning_rate', 'recipe')} | {r.get('prompts_per_step', 'recipe')} "
-                         f"| {r.get('max_steps', 'recipe')} | {r.get('freeze_vision_tower', 'recipe' if phase == 'confirm' else 'false')} "
+                         f"| {r.get('num_generations', 'recipe')} | {r.get('max_steps', 'recipe')} | {r.get('freeze_vision_tower', 'recipe' if phase == 'confirm' else 'false')} "
                          f"| {r['before']:.1f} | {r['after']:.1f} | {r['lift']:+.1f} "
                          f"| {r['paired_se']:.1f} | {'yes' if r['lift_over_2se'] else 'no'} | {r['train_seconds']} "
                          f"| {r['commit']} | `{r['command']}` |")
@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{name}", nargs="+", type=type(values[0]), default=values, help=f"sweep: {values}")
     parser.add_argument("--freeze_vision_tower", nargs="+", default=["true"], choices=["true", "false"],
                         help="sweep: as the demo's RL (true) or training the vision tower too (false)")
+    parser.add_argument("--num_generations", nargs="+", type=int, default=[4], help="sweep: samples per prompt")
     parser.add_argument("--work", type=Path, default=Path("runs/tiny_recipe_search"))
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results file stem (.json and .md)")
     args = parser.parse_args(argv)
