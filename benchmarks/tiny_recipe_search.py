@@ -120,6 +120,17 @@ def run_sweep(args, start: Path, provenance: dict) -> list[dict]:
     return rows
 
 
+def recipe_settings(recipe: Path) -> dict:
+    """The swept fields as the recipe file sets them (prompts per step = batch / num_generations)."""
+    import yaml
+
+    raw = yaml.safe_load(recipe.read_text())
+    return {"learning_rate": raw["learning_rate"], "max_steps": raw["max_steps"],
+            "num_generations": raw["num_generations"], "freeze_vision_tower": str(raw.get("freeze_vision_tower", False)).lower(),
+            "prompts_per_step": raw["per_device_train_batch_size"] * raw.get("gradient_accumulation_steps", 1)
+            // raw["num_generations"]}
+
+
 def run_confirm(args, start: Path, provenance: dict) -> list[dict]:
     questions = records(start, "test")
     before = score(start, questions)
@@ -127,7 +138,8 @@ def run_confirm(args, start: Path, provenance: dict) -> list[dict]:
     for recipe in args.recipes:
         out = args.work / Path(recipe).stem
         seconds = train(Path(recipe), start, out, {})
-        row = {"phase": "confirm", "split": "test", "recipe": Path(recipe).name, "train_seconds": round(seconds, 1),
+        row = {"phase": "confirm", "split": "test", "recipe": Path(recipe).name, **recipe_settings(Path(recipe)),
+               "train_seconds": round(seconds, 1),
                **summary(before, score(out, questions)), **provenance}
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -139,7 +151,7 @@ def write(out: Path, rows: list[dict]) -> None:
     path = out.with_suffix(".json")
     old = json.loads(path.read_text())["rows"] if path.is_file() else []
     # rows of c67a79a lack freeze_vision_tower: they trained with that recipe's value, false
-    key = lambda r: (r["phase"], r["recipe"], r.get("learning_rate"), r.get("prompts_per_step"), r.get("max_steps"),  # noqa: E731
+    key = lambda r: (r["phase"], r["recipe"], r["commit"], r.get("learning_rate"), r.get("prompts_per_step"), r.get("max_steps"),  # noqa: E731
                      r.get("freeze_vision_tower", "false"), r.get("num_generations"))
     merged = {key(r): r for r in [*old, *rows]}
     path.write_text(json.dumps({"eval": EVAL, "rows": list(merged.values())}, indent=1) + "\n")
