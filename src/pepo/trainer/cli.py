@@ -294,11 +294,11 @@ def check_arguments(script_args: TrainScriptArguments, training_args, model_args
                          f"(save_pretrained layout), or '{EMBEDDED_WARM_START}' / '{EMBEDDED}'")
     for name in script_args.reward_funcs:
         get_reward(name)  # KeyError listing the known rewards
-    _check_eval_after_train(script_args)
     if script_args.train_file in BUILT_DATA:
         BUILT_DATA[script_args.train_file].check(script_args)
     elif not Path(script_args.train_file).exists():
         raise UsageError(f"train_file {script_args.train_file}: no such file or folder")
+    _check_eval_after_train(script_args)
 
 
 def _check_eval_after_train(script_args: TrainScriptArguments) -> None:
