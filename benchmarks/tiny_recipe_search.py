@@ -161,7 +161,11 @@ def write(out: Path, rows: list[dict]) -> None:
 def markdown(rows: list[dict]) -> str:
     lines = ["# Tiny recipes: settings chosen on the validation split, confirmed on the test split", "",
              "Written by `benchmarks/tiny_recipe_search.py` (command and commit per row). avg@8 in percent, "
-             f"sampling {EVAL}; lift = after - warm start, +- paired standard error over questions.", ""]
+             f"sampling {EVAL}; lift = after - warm start, +- paired standard error over questions. Every row trains "
+             "from the same demo warm start (`pepo.demo.prepare(DemoSettings(), seed 0)`, weights sha256 "
+             "e29e82f7a40ae65a, passed as `--start`). Test rows run the recipe file as committed at the row's "
+             "commit ('recipe' in a column: that row's settings are in that file); `*_90bf80a.yaml` is the "
+             "recipe file of commit 90bf80a.", ""]
     for phase, title in (("sweep", "## Sweep (validation split, 128 questions)"),
                          ("confirm", "## Shipped recipes (test split, 256 questions)")):
         chosen = [r for r in rows if r["phase"] == phase]
