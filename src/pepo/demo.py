@@ -63,11 +63,6 @@ QUICK = DemoSettings(
 )
 
 
-def _paired_se(a: list[float], b: list[float]) -> float:
-    diffs = [y - x for x, y in zip(a, b)]
-    return statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
-
-
 @dataclass
 class Prepared:
     """What steps 1-3 leave: the task's splits, the built tiny model and its warm start."""
@@ -247,6 +242,8 @@ def run_demo(out: Path, methods: list[str], settings: DemoSettings, seed: int = 
 def _rows(results: dict[str, dict], blank: dict[str, dict], logs: dict[str, list[dict]]) -> list[dict]:
     """One row per evaluated checkpoint (the warm start first): scores, lift over the warm start with
     its paired standard error, PEPO's logged time share and the step-time ratio against GRPO."""
+    from pepo.evaluation import paired_standard_error
+
     step_time = {m: statistics.mean(r["step_time"] for r in log if "step_time" in r) for m, log in logs.items()
                  if any("step_time" in r for r in log)}
     start = results["warm_start"]
@@ -256,7 +253,7 @@ def _rows(results: dict[str, dict], blank: dict[str, dict], logs: dict[str, list
         rows.append({
             "method": name, "avg": res["avg"], "majority": res["majority"], "mean_length": res["mean_length"],
             "blank_avg": blank[name]["avg"], "by_qtype": res["by_qtype"], "lift": res["avg"] - start["avg"],
-            "lift_se": _paired_se([q["score"] for q in start["per_question"]], [q["score"] for q in res["per_question"]]),
+            "lift_se": paired_standard_error([q["score"] for q in start["per_question"]], [q["score"] for q in res["per_question"]]),
             "step_time_s": step_time.get(name),
             "time_share_logged": statistics.mean(shares) if shares else None,
             # the paper's extra-cost ratio rho = (t_PEPO - t_GRPO) / t_GRPO, from mean step times

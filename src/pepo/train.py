@@ -144,9 +144,72 @@ def _embedded_test_split(script_args: TrainScriptArguments, training_args, model
     return test_file
 
 
+# eval_after_train: the held-out figure printed at the end. Sampling as pepo eval's default (8 samples
+# at temperature 1, seed 0), at most the recipe's max_completion_length tokens: what training rewarded.
+HELD_OUT_SAMPLES = 8
+
+
+def _held_out_file(script_args: TrainScriptArguments, training_args) -> Path:
+    """The synthetic task's ``eval_after_train`` split, as large as pepo demo's (128 val, 256 test
+    questions), under ``output_dir/embedded_data`` beside the training split: seed 0, the same
+    questions as the demo warm start's own split, never trained on (another random stream)."""
+    from pepo.demo import DemoSettings
+    from pepo.embedded import generate_split
+
+    split, settings = script_args.eval_after_train, DemoSettings()
+    data_dir = Path(training_args.output_dir) / "embedded_data"
+    if not (data_dir / f"{split}.jsonl").is_file():
+        generate_split(data_dir, split, settings.n_val if split == "val" else settings.n_test, seed=0)
+    return data_dir / f"{split}.jsonl"
+
+
+def _held_out_scores(model, processor, questions: list, max_new_tokens: int) -> list[float]:
+    from pepo.evaluation import evaluate_model
+
+    was_training = model.training
+    model.eval()
+    result = evaluate_model(model, processor, questions, n=HELD_OUT_SAMPLES, max_new_tokens=max_new_tokens,
+                            batch_size=32, seed=0, progress=False)
+    model.train(was_training)
+    return [row["score"] for row in result.questions]
+
+
+def evaluate_after_training(script_args: TrainScriptArguments, training_args, model_args, trainer) -> None:
+    """``eval_after_train: val | test``: print the trained model's avg@8 on that held-out split beside
+    the model it started from (the lift +- its paired standard error), scored by pepo eval's code."""
+    from pepo.data import load_geometry3k
+    from pepo.evaluation import paired_standard_error
+    from pepo.modeling import load_model_and_processor
+
+    if script_args.eval_after_train == "none":
+        return
+    path = _held_out_file(script_args, training_args)
+    questions = load_geometry3k(path, image_root=path.parent).records
+    tokens = training_args.max_completion_length
+    print(f"pepo train: held-out check: avg@{HELD_OUT_SAMPLES} on {path} ({len(questions)} questions, "
+          f"{tokens} tokens), the trained model and its start...", flush=True)
+    after = _held_out_scores(trainer.model, trainer.processing_class, questions, tokens)
+    start_path = model_args.model_name_or_path
+    if start_path in trainer_cli.BUILT_MODELS:  # built before training: this finds it
+        start_path = trainer_cli.BUILT_MODELS[start_path].build(script_args, training_args)
+    start, processor = load_model_and_processor(start_path)
+    before = _held_out_scores(start, processor, questions, tokens)
+    lift, se = 100 * (sum(after) - sum(before)) / len(questions), 100 * paired_standard_error(before, after)
+    record = {"split": script_args.eval_after_train, "data": str(path), "questions": len(questions),
+              "samples": HELD_OUT_SAMPLES, "max_new_tokens": tokens, "start": str(start_path),
+              "avg_start": 100 * sum(before) / len(before), "avg_after": 100 * sum(after) / len(after),
+              "lift": lift, "paired_se": se, "per_question": {"start": before, "after": after}}
+    out = Path(training_args.output_dir) / f"held_out_{script_args.eval_after_train}.json"
+    out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    print(f"  held-out avg@{HELD_OUT_SAMPLES}: {100 * sum(after) / len(after):.1f} after training, "
+          f"{100 * sum(before) / len(before):.1f} at the start: lift {lift:+.1f} +- {se:.1f} (paired SE)"
+          f"{'' if abs(lift) > 2 * se else ', within 2 SE: no measurable change'} ({out})", flush=True)
+
+
 trainer_cli.BUILT_MODELS[EMBEDDED] = BuiltSource(build=_build_model)
 trainer_cli.BUILT_MODELS[EMBEDDED_WARM_START] = BuiltSource(build=_build_warm_start, check=_check_warm_start)
 trainer_cli.BUILT_DATA[EMBEDDED] = BuiltSource(build=_build_data, test_split=_embedded_test_split)
+trainer_cli.AFTER_TRAINING.append(evaluate_after_training)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -103,12 +103,16 @@ def test_every_input_is_checked_before_a_model_is_loaded(tmp_path, capsys, monke
     monkeypatch.setattr(pepo.train, "embedded_warm_start", no_model)
     monkeypatch.setattr("pepo.modeling.load_model_and_processor", no_model)
     base = ["--config", str(RECIPES / "pepo_g_tiny.yaml"), "--output_dir", str(tmp_path / "out")]
+    own_data = tmp_path / "own.jsonl"
+    own_data.write_text("{}\n")
     cases = [
         (["--train_file", str(tmp_path / "missing.jsonl")], f"train_file {tmp_path / 'missing.jsonl'}: no such file"),
         (["--reward_funcs", "acuracy"], "unknown reward 'acuracy'"),
         (["--model_name_or_path", str(tmp_path)], f"model_name_or_path {tmp_path}: no config.json there"),
         (["--warm_start", "full"], "warm_start='full': choose one of ('demo', 'quick')"),
         (["--resume_from_checkpoint", "true"], "no complete checkpoint-N folder"),
+        (["--eval_after_train", "tests"], "eval_after_train='tests': choose one of ('none', 'val', 'test')"),
+        (["--train_file", str(own_data)], "eval_after_train='test': names a split of the synthetic task"),
     ]
     for extra, message in cases:
         code, _, err = run([*base, *extra], capsys)

@@ -23,10 +23,10 @@ RL_LOGS = {"loss": 0.0033, "grad_norm": 0.4, "reward": 1.75, "reward_std": 0.3, 
 
 def test_compact_line_holds_the_numbers_a_person_follows():
     assert compact_line(RL_LOGS, 3, 10) == (
-        "step  3/10  reward 1.750  length 11.2  vis-sim 0.412  lambda 0.30  2.05 s/step")
+        "step  3/10  train reward 1.750  length 11.2  vis-sim 0.412  lambda 0.30  2.05 s/step")
     # a baseline logs no lambda / similarity: those columns are left out, not shown as 0
     assert compact_line({"reward": 0.5, "completions/mean_length": 9.0, "step_time": 1.0}, 12, 200) == (
-        "step  12/200  reward 0.500  length 9.0  1.00 s/step")
+        "step  12/200  train reward 0.500  length 9.0  1.00 s/step")
     assert compact_line({"loss": 1.483, "mean_token_accuracy": 0.699, "learning_rate": 5.13e-4}, 60, 120) == (
         "step  60/120  loss 1.4830  token acc 0.699  lr 5.13e-04")
     assert compact_line({"train_runtime": 39.6, "train_loss": 0.0}, 10, 10) == "trained to step 10/10 in 40 s"

@@ -4,6 +4,6 @@
 """
 
 from pepo.evaluation.evaluator import EvalResult, eval_config, evaluate_model, results_header
-from pepo.evaluation.scoring import majority_vote, score_answer, summarize
+from pepo.evaluation.scoring import majority_vote, paired_standard_error, score_answer, summarize
 
-__all__ = ["EvalResult", "eval_config", "evaluate_model", "results_header", "majority_vote", "score_answer", "summarize"]
+__all__ = ["EvalResult", "eval_config", "evaluate_model", "results_header", "majority_vote", "paired_standard_error", "score_answer", "summarize"]

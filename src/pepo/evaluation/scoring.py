@@ -16,7 +16,7 @@ from typing import Any
 from pepo.data.records import Record
 from pepo.rewards import box_iou, extract_answer, grade_math, match_choice, normalize_answer, parse_box
 
-__all__ = ["majority_vote", "score_answer", "summarize"]
+__all__ = ["majority_vote", "paired_standard_error", "score_answer", "summarize"]
 
 IOU_THRESHOLD = 0.5  # grounding is scored as IoU@50
 
@@ -54,6 +54,19 @@ def score_answer(record: Record, completion: str) -> tuple[str, float]:
     if record.meta.get("answer_type") in ("integer", "float"):
         answer = _mathvista_free_form(answer, record.meta)
     return answer, float(grade_math(answer, str(record.solution)))
+
+
+def paired_standard_error(before: list[float], after: list[float]) -> float:
+    """Standard error of the mean per-question difference ``after - before`` (the same questions
+    scored twice): the unit a lift such as "after RL vs the warm start" is measured in. NaN below
+    two questions."""
+    if len(before) != len(after):
+        raise ValueError(f"paired scores need the same questions: {len(before)} before, {len(after)} after")
+    diffs = [b - a for a, b in zip(before, after)]
+    if len(diffs) < 2:
+        return float("nan")
+    mean = sum(diffs) / len(diffs)
+    return math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs))
 
 
 def majority_vote(answers: list[str], scores: list[float]) -> tuple[str, float]:

@@ -101,6 +101,14 @@ class TrainScriptArguments:
             "TrainingArguments' field of this name; this is pepo's.)",
         },
     )
+    eval_after_train: str = field(
+        default="none",
+        metadata={
+            "help": "none | val | test: after training, print the model's avg@8 on that held-out split of the synthetic "
+            "task (train_file: embedded), scored by pepo eval's code (pepo.evaluation), beside the warm start's. The "
+            "reward printed during training is the training reward, on the prompts being trained on.",
+        },
+    )
     embedded_cache: str | None = field(
         default=None,
         metadata={
@@ -308,6 +316,10 @@ class BuiltSource:
 # pepo.embedded: this layer does not know what they build.
 BUILT_MODELS: dict[str, BuiltSource] = {}
 BUILT_DATA: dict[str, BuiltSource] = {}
+# eval_after_train's held-out evaluation, registered by pepo.train (pepo.evaluation sits above this
+# layer): called with (script_args, training_args, model_args, trainer) once the model is saved.
+AFTER_TRAINING: list[Callable[[TrainScriptArguments, Any, Any, Any], None]] = []
+EVAL_SPLITS = ("none", "val", "test")
 
 
 def _train_dataset(script_args: TrainScriptArguments, training_args, accept_image_size=None):
@@ -342,6 +354,16 @@ def check_arguments(script_args: TrainScriptArguments, training_args, model_args
         BUILT_DATA[script_args.train_file].check(script_args)
     elif not Path(script_args.train_file).exists():
         raise UsageError(f"train_file {script_args.train_file}: no such file or folder")
+    _check_eval_after_train(script_args)
+
+
+def _check_eval_after_train(script_args: TrainScriptArguments) -> None:
+    split = script_args.eval_after_train
+    if split not in EVAL_SPLITS:
+        raise UsageError(f"eval_after_train={split!r}: choose one of {EVAL_SPLITS}")
+    if split != "none" and script_args.train_file not in BUILT_DATA:
+        raise UsageError(f"eval_after_train={split!r}: names a split of the synthetic task (train_file: {EMBEDDED}); "
+                         f"for {script_args.train_file} set it to none and run pepo eval --model <output_dir> --data <test.jsonl>")
 
 
 def _check_report_to(report_to) -> None:
@@ -567,6 +589,8 @@ def main(argv: list[str] | None = None) -> int:
     trainer.save_state()  # trainer_state.json: every logged metric, what `pepo analyze --runs` reads
     if trainer.is_world_process_zero():
         print(_end_lines(trainer, script_args, model_args))
+        for after_training in AFTER_TRAINING:
+            after_training(script_args, training_args, model_args, trainer)
     return 0
 
 

@@ -3,7 +3,11 @@
 Transformers' ``ProgressCallback`` writes every logged dict to the console (for PEPO about 50
 quoted values per step). :class:`CompactProgress` keeps its progress bar and writes instead::
 
-    step    3/10  reward 1.750  length 11.2  vis-sim 0.412  lambda 0.30  2.05 s/step
+    step    3/10  train reward 1.750  length 11.2  vis-sim 0.412  lambda 0.30  2.05 s/step
+
+``train reward`` is the mean reward of the step's sampled completions, on the prompts being trained
+on: it says the run is alive, not that the model improved on questions it has not seen (a run can
+print 2.0 while its held-out score falls). ``eval_after_train`` prints a held-out figure at the end.
 
 Only the console changes: every metric still goes to ``state.log_history`` (``trainer_state.json``)
 and to the backends of ``report_to``, which read the same ``on_log`` event through their own callbacks.
@@ -22,7 +26,7 @@ __all__ = ["CompactPrinter", "CompactProgress", "compact_line", "filter_unaction
 # logged key -> (label, format): the few numbers a person follows during RL. `loss` stands in
 # for `reward` where nothing is rewarded (the supervised warm start).
 COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("reward", "reward", "{:.3f}"),
+    ("reward", "train reward", "{:.3f}"),  # on the training prompts: not a held-out score
     ("completions/mean_length", "length", "{:.1f}"),
     ("pepo/visual_similarity", "vis-sim", "{:.3f}"),
     ("pepo/lambda", "lambda", "{:.2f}"),
