@@ -47,8 +47,7 @@ COMMAND = re.compile(r"python |make |pepo |benchmarks/\w+\.py")
 COMMIT = re.compile(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{7,40}\b")
 # blocks whose files name no command or commit, re-measured by other work of issue 25 (the bench_step
 # figures): each entry must still lack it, so that it is removed from here once regenerated
-KNOWN_WITHOUT_PROVENANCE = {"benchmarks/results/bench_step.json",
-                            "benchmarks/results/bench_step_quick_update_only.json"}
+KNOWN_WITHOUT_PROVENANCE = {"benchmarks/results/bench_step.json"}
 
 
 def blocks(text: str) -> list[list[str]]:
