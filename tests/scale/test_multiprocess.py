@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from . import replay
@@ -115,5 +116,6 @@ def test_two_process_pepo_train_builds_the_embedded_model_and_data_once(tmp_path
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = (out / "embedded_data" / "train.jsonl").read_text().splitlines()
-    assert len(lines) == 16 and all(json.loads(line)["solution"] for line in lines)
+    recipe = yaml.safe_load((ROOT / "recipes" / "pepo_g_tiny.yaml").read_text())
+    assert len(lines) == recipe["max_train_samples"] and all(json.loads(line)["solution"] for line in lines)
     assert (out / "model.safetensors").is_file()
