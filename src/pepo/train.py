@@ -183,15 +183,17 @@ def evaluate_after_training(script_args: TrainScriptArguments, training_args, mo
 
     if script_args.eval_after_train == "none":
         return
+    start_path = model_args.model_name_or_path
+    if start_path in trainer_cli.BUILT_MODELS:  # built before training: this finds it (every process takes part)
+        start_path = trainer_cli.BUILT_MODELS[start_path].build(script_args, training_args)
+    if not trainer.is_world_process_zero():  # one process scores: the others are done
+        return
     path = _held_out_file(script_args, training_args)
     questions = load_geometry3k(path, image_root=path.parent).records
     tokens = training_args.max_completion_length
     print(f"pepo train: held-out check: avg@{HELD_OUT_SAMPLES} on {path} ({len(questions)} questions, "
           f"{tokens} tokens), the trained model and its start...", flush=True)
     after = _held_out_scores(trainer.model, trainer.processing_class, questions, tokens)
-    start_path = model_args.model_name_or_path
-    if start_path in trainer_cli.BUILT_MODELS:  # built before training: this finds it
-        start_path = trainer_cli.BUILT_MODELS[start_path].build(script_args, training_args)
     start, processor = load_model_and_processor(start_path)
     before = _held_out_scores(start, processor, questions, tokens)
     lift, se = 100 * (sum(after) - sum(before)) / len(questions), 100 * paired_standard_error(before, after)

@@ -24,7 +24,9 @@ register_reward("test_length", length_reward)  # varies within a group, unlike a
 def recipe_args(path, tmp_path, *extra):
     return parse([
         "--config", str(path), "--model_name_or_path", "embedded", "--output_dir", str(tmp_path), "--max_steps", "2", "--max_train_samples", "8",
-        "--reward_funcs", "test_length", "--max_completion_length", "8", "--disable_tqdm", "true", *extra,
+        "--reward_funcs", "test_length", "--max_completion_length", "8", "--disable_tqdm", "true",
+        "--per_device_train_batch_size", "4", "--num_generations", "4",  # what the code does, not the recipe's scale
+        *extra,
     ])
 
 
@@ -55,7 +57,8 @@ def test_pepo_train_command_saves_a_model(tmp_path, capsys):
     path = next(p for p in RECIPES if p.stem == "pepo_g_tiny")
     argv = ["--config", str(path), "--model_name_or_path", "embedded", "--output_dir", str(tmp_path), "--max_steps", "1", "--max_train_samples", "4",
             "--reward_funcs", "test_length", "--max_completion_length", "4", "--disable_tqdm", "true",
-            "--report_to", "tensorboard"]
+            "--report_to", "tensorboard",
+            "--per_device_train_batch_size", "4", "--num_generations", "4"]  # one prompt a step: 4 records suffice
     assert main(argv) == 0
     assert (tmp_path / "model.safetensors").is_file() or any(tmp_path.glob("*.safetensors"))
     # with the recipe's save_strategy 'no' too: the log history `pepo analyze --runs` reads, and where the model went

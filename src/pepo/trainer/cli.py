@@ -589,8 +589,8 @@ def main(argv: list[str] | None = None) -> int:
     trainer.save_state()  # trainer_state.json: every logged metric, what `pepo analyze --runs` reads
     if trainer.is_world_process_zero():
         print(_end_lines(trainer, script_args, model_args))
-        for after_training in AFTER_TRAINING:
-            after_training(script_args, training_args, model_args, trainer)
+    for after_training in AFTER_TRAINING:  # on every process: a hook may wait for the others (main_process_first)
+        after_training(script_args, training_args, model_args, trainer)
     return 0
 
 
