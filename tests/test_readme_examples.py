@@ -20,6 +20,7 @@ README = ROOT / "README.md"
 
 # CPU override of the training examples: the random tiny model (no warm-start build), one short step
 TINY_TRAIN = ["--model_name_or_path", "embedded", "--max_steps", "1", "--max_train_samples", "4",
+              "--per_device_train_batch_size", "4", "--num_generations", "4", "--eval_after_train", "none",
               "--max_completion_length", "4", "--activation_checkpointing", "false", "--disable_tqdm", "true",
               "--output_dir", "{tmp}/run"]
 DEMO_OUTPUT = "reads the full `pepo demo`'s output (runs/demo, ~10 min on 2 cores); the same commands on " \

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import os
 import shutil
 import subprocess
@@ -122,6 +124,8 @@ def test_an_installed_wheel_ships_the_recipes_and_trains_from_one_by_name(tmp_pa
     assert (work / "mine.yaml").read_bytes() == (RECIPES / "pepo_g_tiny.yaml").read_bytes()
     trained = pepo("train", "--config", "pepo_g_tiny", "--model_name_or_path", "embedded", "--output_dir", "run",
                    "--max_steps", "1", "--max_train_samples", "4", "--max_completion_length", "4",
+                   "--per_device_train_batch_size", "4", "--num_generations", "4", "--eval_after_train", "none",
                    "--activation_checkpointing", "false", "--disable_tqdm", "true")
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert (work / "run/trainer_state.json").is_file() and (work / "run/model.safetensors").is_file()
+    assert json.loads((work / "run/trainer_state.json").read_text())["global_step"] == 1

@@ -136,3 +136,22 @@ def test_report_to_names_a_backend_that_is_installed(tmp_path, capsys, train_sto
     assert pepo_main([*base, "--report_to", "tensorboard"]) == 2
     assert capsys.readouterr().err.strip() == (
         "pepo train: report_to tensorboard: tensorboard is not installed (pip install tensorboard), or report_to: none")
+
+
+def test_fewer_records_than_one_generation_batch_are_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    """TRL's sampler drops an incomplete batch of prompts: 4 records under the recipe's 8 prompts x 8 samples
+    trained 0 steps and exited 0."""
+    import pepo.modeling
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the record count was checked")
+
+    monkeypatch.setattr(pepo.modeling, "load_model_and_processor", refuse)
+    recipe = yaml.safe_load(BASE.read_text())
+    prompts = recipe["per_device_train_batch_size"] // recipe["num_generations"]
+    assert prompts > 4, "the recipe's generation batch must take more than 4 prompts for this test"
+    argv = ["train", "--config", str(BASE), "--model_name_or_path", "embedded", "--output_dir", str(tmp_path / "out"),
+            "--max_train_samples", "4", "--eval_after_train", "none"]
+    assert pepo_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "4 training record(s)" in err and f"takes {prompts} prompts" in err

@@ -407,6 +407,7 @@ def build_trainer(script_args: TrainScriptArguments, training_args, model_args):
     # images the model's processor refuses are bad records now, before the weights are loaded
     accept_image_size = image_size_check(load_processor(model_path, trust_remote_code=training_args.trust_remote_code))
     dataset = _train_dataset(script_args, training_args, accept_image_size)
+    check_enough_prompts(len(dataset), training_args, script_args.train_file)
     model, processor = load_model_and_processor(
         model_path, dtype=model_args.dtype or "float32", trust_remote_code=training_args.trust_remote_code,
         attn_implementation=model_args.attn_implementation,
@@ -420,6 +421,19 @@ def build_trainer(script_args: TrainScriptArguments, training_args, model_args):
         peft_config=get_peft_config(model_args),
     )
     return use_compact_console(trainer)
+
+
+def check_enough_prompts(records: int, training_args, train_file: str) -> None:
+    """TRL's sampler drops an incomplete batch of prompts: with fewer records than one generation batch
+    takes (``generation_batch_size / num_generations``) training runs 0 steps and exits 0. Refused."""
+    prompts = training_args.generation_batch_size // training_args.num_generations
+    if records < prompts:
+        raise ValueError(
+            f"{train_file}: {records} training record(s), but one generation batch takes {prompts} prompts "
+            f"(generation_batch_size {training_args.generation_batch_size} / num_generations "
+            f"{training_args.num_generations}): training would run 0 steps. Give more records (max_train_samples) "
+            "or lower per_device_train_batch_size"
+        )
 
 
 def _is_complete_checkpoint(path: Path) -> bool:
