@@ -314,25 +314,34 @@ def main() -> int:
     if args.reps is not None and args.reps < 1:
         print(f"gpu_check: --reps must be >= 1, got {args.reps}", file=sys.stderr)
         return 2
-    sys.path.insert(0, str(Path(__file__).parent))  # bench_core, bench_step
+    sys.path.insert(0, str(Path(__file__).parent))  # bench_core, bench_step, provenance
+    import provenance
+
     scale = "tiny" if args.tiny else "gpu"
     reps = args.reps or (2 if args.tiny else 10)
     started = time.perf_counter()
     result = {"machine": machine_name(args.device), "device": args.device, "scale": scale,
-              "command": " ".join(["python", *sys.argv]), "torch": torch.__version__, "reps": reps}
-    result["agreement"] = agreement(args.device)
-    if "perception" not in args.skip:
-        result["perception"] = perception_table(PERCEPTION_SHAPES[scale], reps, args.device)
-    if "entropy" not in args.skip:
-        result["entropy"] = entropy_table(ENTROPY_SHAPES[scale], reps, args.device)
-    if "update" not in args.skip:
-        result["update"], result["update_model"] = update_table(UPDATE_SIZES[scale], args.device)
-    result["seconds"] = time.perf_counter() - started
-    print_tables(result)
+              "command": provenance.command(), "commit": provenance.commit(), "torch": torch.__version__, "reps": reps}
     slug = re.sub(r"[^A-Za-z0-9]+", "_", result["machine"].split(",")[0]).strip("_").lower()
     out = Path(args.out) if args.out else RESULTS / f"{slug}{'_tiny' if args.tiny else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    tables = {
+        "perception": lambda: perception_table(PERCEPTION_SHAPES[scale], reps, args.device),
+        "entropy": lambda: entropy_table(ENTROPY_SHAPES[scale], reps, args.device),
+        "update": lambda: update_table(UPDATE_SIZES[scale], args.device),
+    }
+    result["agreement"] = agreement(args.device)
+    result["seconds"] = time.perf_counter() - started
+    for name, measure in tables.items():
+        if name in args.skip:
+            continue
+        if name == "update":
+            result["update"], result["update_model"] = measure()
+        else:
+            result[name] = measure()
+        result["seconds"] = time.perf_counter() - started
+        out.write_text(json.dumps(result, indent=1))  # each finished table survives a time limit
+    print_tables(result)
     print(f"gpu_check: {result['seconds']:.0f} s; wrote {out}")
     return 0
 

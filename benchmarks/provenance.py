@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def commit() -> str:
     """The checkout's short commit, ``+dirty`` when tracked files outside benchmarks/results differ
-    from it (then the figures are of uncommitted code), or ``unknown`` outside git."""
+    from it (then the figures are of uncommitted code); outside git (a copy of the tree on another
+    machine) the commit the copy was made from, as ``$PEPO_BENCH_COMMIT`` names it, else ``unknown``."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
 
@@ -19,7 +21,8 @@ def commit() -> str:
         dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results")
         return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        given = os.environ.get("PEPO_BENCH_COMMIT")
+        return f"{given} (copy of the tree, no git)" if given else "unknown"
 
 
 def command() -> str:
