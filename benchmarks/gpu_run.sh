@@ -10,7 +10,8 @@
 #   1. gpu_check.py: perception prior and token_entropy tables  -> OUT_DIR/gpu_check_kernels.{json,log}
 #   2. gpu_check.py: the policy update table (rho vs GRPO, A/A)  -> OUT_DIR/gpu_check_update.{json,log}
 #   3. gpu_train.py: 3-step pepo train, GRPO / PEPO_G / GRPO     -> OUT_DIR/train.{json,log}
-# and OUT_DIR/env.txt (GPU, versions). $PEPO_BENCH_COMMIT names the commit where the copy has no .git.
+# and OUT_DIR/env.txt (GPU, versions). $PEPO_BENCH_COMMIT names the commit where the copy has no .git;
+# $STEPS names the steps to run (default all three: gpu_check_kernels gpu_check_update train).
 set -u
 out=${1:?usage: bash benchmarks/gpu_run.sh OUT_DIR [--device cpu --tiny]}
 shift
@@ -32,8 +33,10 @@ fi
   "$py" -c "import sys, importlib.metadata as m; print(sys.version.split()[0]); print(*(f'{n} {m.version(n)}' for n in ('torch', 'transformers', 'trl', 'accelerate', 'datasets', 'pyarrow', 'fsspec', 'huggingface_hub', 'tokenizers')), sep='\n')"
 } >"$out/env.txt" 2>&1
 cat "$out/env.txt"
+steps=" ${STEPS:-gpu_check_kernels gpu_check_update train} "
 step() {  # step NAME LIMIT_S COMMAND...: its output in OUT_DIR/NAME.log, its exit status at the end
   local name=$1 limit=$2
+  [[ $steps == *" $name "* ]] || return 0
   shift 2
   local started=$SECONDS
   timeout "$limit" "$@" >"$out/$name.log" 2>&1
