@@ -28,7 +28,7 @@ else
 fi
 {
   date -u
-  echo "commit: $(git rev-parse HEAD 2>/dev/null || echo "${PEPO_BENCH_COMMIT:-unknown} (PEPO_BENCH_COMMIT)")"
+  echo "commit: ${PEPO_BENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 || true
   "$py" -c "import sys, importlib.metadata as m; print(sys.version.split()[0]); print(*(f'{n} {m.version(n)}' for n in ('torch', 'transformers', 'trl', 'accelerate', 'datasets', 'pyarrow', 'fsspec', 'huggingface_hub', 'tokenizers')), sep='\n')"
 } >"$out/env.txt" 2>&1

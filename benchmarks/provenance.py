@@ -11,9 +11,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def commit() -> str:
-    """The checkout's short commit, ``+dirty`` when tracked files outside benchmarks/results differ
-    from it (then the figures are of uncommitted code); outside git (a copy of the tree on another
-    machine) the commit the copy was made from, as ``$PEPO_BENCH_COMMIT`` names it, else ``unknown``."""
+    """The commit measured: ``$PEPO_BENCH_COMMIT`` where the runner names it (a copy of the tree on
+    another machine, whose .git, if any, need not be the tree's); else the checkout's short commit,
+    ``+dirty`` when tracked files outside benchmarks/results differ from it (then the figures are of
+    uncommitted code), or ``unknown`` outside git."""
+    given = os.environ.get("PEPO_BENCH_COMMIT")
+    if given:
+        return f"{given} (PEPO_BENCH_COMMIT)"
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
 
@@ -21,8 +26,7 @@ def commit() -> str:
         dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results")
         return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        given = os.environ.get("PEPO_BENCH_COMMIT")
-        return f"{given} (copy of the tree, no git)" if given else "unknown"
+        return "unknown"
 
 
 def command() -> str:

@@ -78,3 +78,24 @@ def test_missing_dependency_says_what_to_install(tmp_path):
     proc = run("--device", "cpu", "--tiny", env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "missing trl" in proc.stderr and "pip install" in proc.stderr
+
+
+@pytest.mark.slow
+def test_gpu_run_script_smoke_writes_every_part(tmp_path):
+    # benchmarks/gpu_run.sh as issue 29's device call runs it, on the CPU with the tiny sizes: every part
+    # writes its JSON, and the pepo train part trains GRPO, PEPO_G and GRPO again with PEPO's share logged
+    repo = SCRIPT.parents[1]
+    env = {**os.environ, "PYTHON": sys.executable, "WHEELS": "none", "PEPO_BENCH_COMMIT": "0123abc"}
+    proc = subprocess.run(["bash", str(repo / "benchmarks" / "gpu_run.sh"), str(tmp_path), "--device", "cpu", "--tiny"],
+                          cwd=repo, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    for part in ("gpu_check_kernels", "gpu_check_update", "train"):
+        assert f"{part}: exit 0" in proc.stdout, proc.stdout[-3000:]
+        assert json.loads((tmp_path / f"{part}.json").read_text())["commit"].startswith("0123abc")
+    assert "perception" in json.loads((tmp_path / "gpu_check_kernels.json").read_text())
+    assert "update" in json.loads((tmp_path / "gpu_check_update.json").read_text())
+    runs = json.loads((tmp_path / "train.json").read_text())["runs"]
+    assert list(runs) == ["grpo", "pepo_g", "grpo_again"]
+    for name, run in runs.items():
+        assert run["exit"] == 0 and len(run["step_time_s"]) == 2, (name, run)
+        assert bool(run["pepo_time_share"]) == (name == "pepo_g"), (name, run)

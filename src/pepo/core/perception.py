@@ -97,10 +97,6 @@ def _positions(hidden: Hidden, a: int, b: int) -> torch.Tensor:
     return hidden.positions(a, b) if isinstance(hidden, SharedPrefixHidden) else hidden[:, a:b]
 
 
-def _dtype(hidden: Hidden) -> torch.dtype:
-    return hidden.rest.dtype if isinstance(hidden, SharedPrefixHidden) else hidden.dtype
-
-
 def _float_slices(hidden: Hidden, start: int, stop: int, step: int):
     """Yield ``(offset, hidden[:, a:b].float())`` slices of ``step`` positions covering ``[start, stop)``."""
     for a in range(start, stop, step):
@@ -139,56 +135,6 @@ def _mean_similarity_to_image(
             score = score.div_(torch.linalg.vector_norm(x, dim=-1).clamp_min_(NORM_EPS))
         scores.append(score)
     return _concat(scores)
-
-
-#: devices where bf16 hidden states take :func:`_mean_similarity_bf16` (tests add "cpu" to run its arithmetic)
-BF16_SPLIT_DEVICES: tuple[str, ...] = ("cuda",)
-
-
-def _split_bf16(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """float32 ``x`` as three bfloat16 terms stacked along a new ``dim`` whose sum is ``x`` to about
-    2**-25 relative (3 x 8 significant bits cover float32's 24), so a bf16 matrix product accumulated in
-    float32 over the three terms computes the float32 product, to float32's rounding."""
-    terms, rest = [], x
-    for _ in range(3):
-        terms.append(rest.to(torch.bfloat16))
-        rest = rest - terms[-1].float()
-    return torch.stack(terms, dim=dim)
-
-
-def _bmm_float32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` of bf16 batches, accumulated and returned in float32 (cuBLAS's ``out_dtype``; no float32
-    copy of either); the CPU has no such kernel, and only tests send the CPU here."""
-    if a.device.type == "cpu":
-        return torch.bmm(a.float(), b.float())
-    return torch.bmm(a, b, out_dtype=torch.float32)
-
-
-def _mean_similarity_bf16(
-    hidden: Hidden, vision_weight: torch.Tensor, span: tuple[int, int], T: int, normalize: bool
-) -> torch.Tensor:
-    """:func:`_mean_similarity_to_image` for bf16 hidden states on an accelerator, with no float32 copy
-    of them: a bf16 value is exact in float32, so reading bf16 into float32 accumulators (norms with
-    ``dtype``, matrix products with ``out_dtype``) and writing the float32 operand (the image weights,
-    then the target) as three bf16 terms (:func:`_split_bf16`) computes the same float32 sums while
-    reading each hidden state once, in its two bf16 bytes (the float32 path writes and rereads four)."""
-    B, S, D = hidden.shape
-    image_rows, rows = hidden, None
-    if isinstance(hidden, SharedPrefixHidden) and span[1] <= hidden.prefix.shape[1]:
-        image_rows, rows = hidden.prefix, hidden.rows  # as _mean_similarity_to_image
-        vision_weight = vision_weight[hidden.first_rows()]
-    images = _positions(image_rows, span[0], span[1])  # (B or U, n, D) bf16
-    w = vision_weight[:, span[0] : span[1]]
-    if normalize:
-        w = w / torch.linalg.vector_norm(images, dim=-1, dtype=torch.float32).clamp_min_(NORM_EPS)
-    target = _bmm_float32(_split_bf16(w, 1), images).sum(1)  # (B or U, D): sum_j w_j h_j
-    if rows is not None:
-        target = target[rows]
-    completion = _positions(hidden, S - T, S)  # (B, T, D) bf16
-    score = _bmm_float32(completion, _split_bf16(target, 2)).sum(-1)  # (B, T)
-    if normalize:
-        score = score.div_(torch.linalg.vector_norm(completion, dim=-1, dtype=torch.float32).clamp_min_(NORM_EPS))
-    return score
 
 
 def _gather_image_tokens(hidden: Hidden, image_index: torch.Tensor) -> torch.Tensor:
@@ -319,12 +265,9 @@ class PerceptionAccumulator:
         if measure in ("cosine", "dot"):
             span = (first, last + 1)  # only the positions holding image tokens
             vision_weight = self.vision_mask.float() * inv_count.unsqueeze(1)  # (B, S): 1/|V_b| on image tokens
-            def similarity(h: Hidden) -> torch.Tensor:
-                if h.device.type in BF16_SPLIT_DEVICES and _dtype(h) == torch.bfloat16:
-                    return _mean_similarity_bf16(h, vision_weight.to(h.device), span, T, measure == "cosine")
-                return _mean_similarity_to_image(h, vision_weight.to(h.device), span, T, measure == "cosine", chunk_bytes)
-
-            self._layer_score = similarity
+            self._layer_score = lambda h: _mean_similarity_to_image(
+                h, vision_weight.to(h.device), span, T, measure == "cosine", chunk_bytes
+            )
             self._sign = 1.0
             return
         # stable sort puts each row's image positions first, in order: (B, Vmax) indices
