@@ -56,8 +56,9 @@ TRL methods overridden (each the narrowest place that sees what PEPO needs):
 * ``_load_from_checkpoint``: resumes the weights through ``from_pretrained``'s key conversion
   (transformers' own resume silently drops every Qwen2.5-VL key).
 
-Each of these (and the mixin's ``_compute_loss``) is checked against the signature it was written
-for when the trainer is built (:func:`~pepo.trainer.handshake.check_trl_overrides`).
+Each of these (and the mixin's overrides) is checked against the signature it was written for when
+the trainer is built, before any model work (:data:`pepo.versions.TRL_OVERRIDES`,
+:func:`~pepo.versions.upstream_checked`).
 
 Reference: Li, Kuang et al., "Perception-Exploration Policy Optimization", arXiv 2603.22847 (2026).
 """
@@ -79,9 +80,9 @@ from pepo.trainer.capture import HiddenStateCapture, PromptJoin, language_model_
 from pepo.trainer.clock import PEPOClock
 from pepo.trainer.config import PEPOConfig
 from pepo.trainer.dynamic_sampling import DynamicSampler
-from pepo.trainer.handshake import WeightHandshake, check_trl_overrides
+from pepo.trainer.handshake import WeightHandshake
 from pepo.trainer.mixed_batches import ignore_empty_image_inputs
-from pepo.versions import check_upstream
+from pepo.versions import upstream_checked
 from pepo.trainer.perception_aware import PerceptionAwareMixin
 from pepo.image_tokens import image_token_mask, resolve_image_token_id
 from pepo.image_sharing import share_image_encoding
@@ -109,9 +110,10 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
         config = kwargs.get("args", args[2] if len(args) > 2 else None)
         if not isinstance(config, PEPOConfig):
             raise TypeError(f"PEPOTrainer needs args=PEPOConfig(...), got {type(config).__name__}")
-        check_trl_overrides(GRPOTrainer)  # before any model work: the TRL methods overridden here are as written for
-        super().__init__(*args, **kwargs)
-        check_upstream(self)  # untested trl/transformers/accelerate: one warning; changed TRL internals: refused
+        # before GRPOTrainer's model work: untested versions warned, a changed overridden TRL method refused;
+        # after it: a missing private TRL attribute refused (pepo.versions, docs/patches.md)
+        with upstream_checked(self):
+            super().__init__(*args, **kwargs)
         model = self.accelerator.unwrap_model(self.model)
         for policy_or_reference in (model, getattr(self, "ref_model", None)):
             if policy_or_reference is None:
