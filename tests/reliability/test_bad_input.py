@@ -132,6 +132,22 @@ def test_text_only_rows_beside_image_rows_are_trained_not_refused(make_trainer, 
     assert batch["num_images"] == [1, 1, 0, 0, 2, 2, 0, 0]
 
 
+def test_pepo_train_refuses_a_perception_mode_on_text_only_data(tiny_vlm_path, synthetic_data_dir, tmp_path, capsys):
+    records = [json.loads(line) for line in (synthetic_data_dir / "train.jsonl").read_text().splitlines()]
+    for record in records:  # the same questions without their images
+        del record["images"]
+        for message in record["messages"]:
+            message["content"] = message["content"].replace("<image>", "")
+    text_only = tmp_path / "text_only.jsonl"
+    text_only.write_text("".join(json.dumps(record) + "\n" for record in records))
+    argv = _train_argv(tiny_vlm_path, tmp_path, "--train_file", str(text_only), "--eval_after_train", "none",
+                       "--weighting", "pepo")
+    assert train_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("pepo train: weighting='pepo' needs the perception prior at the image tokens, "
+                                           "but no row of train_dataset has an image") and "Traceback" not in err
+
+
 def test_an_image_row_without_the_image_token_is_refused_before_its_loss(make_trainer):
     # image_token names a token of the vocabulary that the processor never puts for an image: the model's forward
     # (which reads its config's image_token_id) works, but pepo would find no image token and give weight 1
