@@ -146,6 +146,9 @@ def test_pepo_train_refuses_a_perception_mode_on_text_only_data(tiny_vlm_path, s
     err = capsys.readouterr().err
     assert err.splitlines()[-1].startswith("pepo train: weighting='pepo' needs the perception prior at the image tokens, "
                                            "but no row of train_dataset has an image") and "Traceback" not in err
+    exploration = _train_argv(tiny_vlm_path, tmp_path / "exploration", "--train_file", str(text_only),
+                              "--eval_after_train", "none", "--weighting", "exploration")
+    assert train_main(exploration) == 0  # a mode without the perception prior trains the same file
 
 
 def test_an_image_row_without_the_image_token_is_refused_before_its_loss(make_trainer):
