@@ -15,7 +15,7 @@ from trl import GRPOTrainer
 from pepo import versions
 from pepo.versions import (
     PATCHES, TESTED_RANGES, TRL_ATTRIBUTES, TRL_OVERRIDES, UnsupportedUpstreamError, UpstreamChangedWarning,
-    argparse_actions, check_upstream, parameters,
+    argparse_actions, parameters, upstream_checked,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,11 +74,11 @@ def test_docs_name_every_patch_and_trl_internal():
     assert not missing, f"docs/patches.md does not name: {missing}"
 
 
-def test_registry_lists_every_private_trl_method_pepo_overrides():
+def test_registry_lists_every_trl_method_pepo_overrides():
     from pepo.trainer import PEPOTrainer
 
     overridden = {name for cls in PEPOTrainer.__mro__ if cls.__module__.startswith("pepo")
-                  for name in vars(cls) if name.startswith("_") and not name.startswith("__") and hasattr(GRPOTrainer, name)}
+                  for name in vars(cls) if not name.startswith("__") and hasattr(GRPOTrainer, name)}
     assert overridden == set(TRL_OVERRIDES)
 
 
@@ -214,18 +214,22 @@ def one_line(error: pytest.ExceptionInfo) -> str:
     return message
 
 
-def test_changed_trl_method_is_refused(monkeypatch):
-    monkeypatch.setattr(GRPOTrainer, "_compute_loss", changed(GRPOTrainer._compute_loss))
+@pytest.mark.parametrize("name", ["_compute_loss", "training_step"])
+def test_changed_trl_method_is_refused_before_grpo_trainer_init(monkeypatch, name):
+    monkeypatch.setattr(GRPOTrainer, name, changed(getattr(GRPOTrainer, name)))
     trainer = type("Built", (), dict.fromkeys(TRL_ATTRIBUTES))()
     with pytest.raises(UnsupportedUpstreamError) as error:
-        check_upstream(trainer)
-    assert "GRPOTrainer._compute_loss" in one_line(error) and "trl" in one_line(error)
+        with upstream_checked(trainer):
+            raise AssertionError("GRPOTrainer.__init__ ran before the check")
+    assert f"GRPOTrainer.{name} takes (self, renamed_input, *args, **kwargs)" in one_line(error)
+    assert "installed trl" in one_line(error)
 
 
 def test_missing_trl_attribute_is_refused():
     trainer = type("Built", (), {"_metrics": {}, "_step": 0, "_save": None})()
     with pytest.raises(UnsupportedUpstreamError) as error:
-        check_upstream(trainer)
+        with upstream_checked(trainer):
+            pass
     assert "_tokenizer" in one_line(error)
 
 

@@ -6,9 +6,11 @@ Each patch site names its entry of :data:`PATCHES` and asks :func:`signature_mat
 parameters it was written for. On a mismatch the site either keeps the library's own path after one
 :class:`UpstreamChangedWarning` (an optimisation that can be left out) or refuses with one line,
 :class:`UnsupportedUpstreamError` (a patch without which the run would silently be another one).
-:data:`TRL_OVERRIDES` and :data:`TRL_ATTRIBUTES` are the private ``GRPOTrainer`` methods pepo's trainer
-overrides and the private attributes it reads; :func:`check_upstream` checks them and the installed
-versions when a trainer is built. ``docs/patches.md`` describes every entry (a test keeps the two in step).
+:data:`TRL_OVERRIDES` is every ``GRPOTrainer`` method that pepo's trainer classes override, with the
+parameters it was written for, and :data:`TRL_ATTRIBUTES` the private attributes it reads;
+:func:`upstream_checked`, around ``GRPOTrainer.__init__`` in ``PEPOTrainer.__init__``, checks them and the
+installed versions: the one check of TRL's signatures. ``docs/patches.md`` describes every entry (a test
+keeps the two in step).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import argparse
 import importlib.metadata
 import inspect
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from packaging.specifiers import SpecifierSet
@@ -25,8 +28,8 @@ from packaging.version import Version
 
 __all__ = [
     "PATCHES", "TESTED_RANGES", "TRL_ATTRIBUTES", "TRL_OVERRIDES", "Patch", "UnsupportedUpstreamError",
-    "UpstreamChangedWarning", "argparse_actions", "check_upstream", "parameters", "require_signature", "warn_once",
-    "signature_matches", "untested_versions", "warn_if_untested_versions",
+    "UpstreamChangedWarning", "argparse_actions", "parameters", "require_signature", "warn_once",
+    "signature_matches", "untested_versions", "upstream_checked", "warn_if_untested_versions",
 ]
 
 #: the ranges the test suite passes with (``make test`` at the lower end, ``make test-latest`` at the
@@ -78,8 +81,12 @@ PATCHES = {
     "argparse._actions": Patch("pepo.versions.argparse_actions", "argparse ArgumentParser._actions", "refuses"),
 }
 
-#: GRPOTrainer's private methods that PEPOTrainer (or its mixins) override: their parameters in TRL 1.16
+#: every GRPOTrainer method (TRL's, or transformers Trainer's that GRPOTrainer inherits) that PEPOTrainer
+#: or PerceptionAwareMixin overrides, with its parameters in TRL 1.16 / transformers 5.24: each override
+#: calls it by these names, so any other signature is refused (tests/test_versions.py checks that this
+#: is exactly the set pepo's trainer classes override)
 TRL_OVERRIDES = {
+    "compute_loss": ("self", "model", "inputs", "return_outputs", "num_items_in_batch"),
     "_compute_loss": ("self", "model", "inputs"),
     "_get_per_token_logps_and_entropies": (
         "self", "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size", "compute_entropy",
@@ -88,6 +95,9 @@ TRL_OVERRIDES = {
     "_calculate_rewards": ("self", "inputs", "prompts", "completions", "completion_ids_list"),
     "_generate_and_score_completions": ("self", "inputs"),
     "_tokenize_prompts": ("self", "prompts"),
+    "training_step": ("self", "model", "inputs", "num_items_in_batch"),
+    "log": ("self", "logs", "start_time"),
+    "save_model": ("self", "output_dir", "_internal_call"),
     "_load_from_checkpoint": ("self", "resume_from_checkpoint", "model"),
 }
 
@@ -126,6 +136,10 @@ def _versions() -> str:
     return ", ".join(f"{name} {_installed(name)}" for name in TESTED_RANGES)
 
 
+def _written_for() -> str:
+    return f"pepo was written for {', '.join(f'{k} {v}' for k, v in TESTED_RANGES.items())} (installed {_versions()})"
+
+
 def warn_once(key: str, message: str) -> None:
     """One :class:`UpstreamChangedWarning` per ``key`` and process."""
     if key not in _warned:
@@ -147,9 +161,7 @@ def require_signature(patch: str, fn: Callable, expected: tuple[str, ...], exact
     """Raise :class:`UnsupportedUpstreamError` (one line) when ``fn``'s parameters are no longer ``expected``."""
     problem = _mismatch(fn, expected, exact)
     if problem is not None:
-        raise UnsupportedUpstreamError(
-            f"{patch}: {problem}; pepo was written for {', '.join(f'{k} {v}' for k, v in TESTED_RANGES.items())} "
-            f"(installed {_versions()}): install a tested version (docs/patches.md)")
+        raise UnsupportedUpstreamError(f"{patch}: {problem}; {_written_for()}: install a tested version (docs/patches.md)")
 
 
 def argparse_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
@@ -181,18 +193,35 @@ def warn_if_untested_versions() -> None:
                               "(docs/patches.md lists them)")
 
 
-def check_upstream(trainer) -> None:
-    """When a trainer is built: one warning for untested versions, and one line refusing a TRL whose
-    private methods or attributes that pepo overrides or reads changed."""
-    from trl import GRPOTrainer
-
+@contextmanager
+def upstream_checked(trainer) -> Iterator[None]:
+    """Around ``GRPOTrainer.__init__`` (``PEPOTrainer.__init__``), the one check of the upstream libraries
+    when a trainer is built. Before it, when no model work has been done: one warning for untested
+    versions, and one line refusing a TRL in which a method of :data:`TRL_OVERRIDES` is gone or has other
+    parameters. After it: one line refusing a trainer without an attribute of :data:`TRL_ATTRIBUTES`
+    (set by ``GRPOTrainer.__init__``, so not there before)."""
     warn_if_untested_versions()
-    for name, expected in TRL_OVERRIDES.items():
-        if not hasattr(GRPOTrainer, name):
-            raise UnsupportedUpstreamError(f"trl {_installed('trl')}: GRPOTrainer.{name}, which pepo overrides, "
-                                           "is gone; install a tested trl (docs/patches.md)")
-        require_signature(f"GRPOTrainer.{name}", getattr(GRPOTrainer, name), expected)
+    _check_trl_overrides()
+    yield
     missing = [name for name in TRL_ATTRIBUTES if not hasattr(trainer, name)]
     if missing:
-        raise UnsupportedUpstreamError(f"trl {_installed('trl')}: GRPOTrainer no longer sets {', '.join(missing)}, "
-                                       "which pepo reads; install a tested trl (docs/patches.md)")
+        raise UnsupportedUpstreamError(f"GRPOTrainer no longer sets {', '.join(missing)}, which pepo reads; "
+                                       f"{_written_for()}: install a tested trl (docs/patches.md)")
+
+
+def _check_trl_overrides() -> None:
+    from trl import GRPOTrainer
+
+    for name, expected in TRL_OVERRIDES.items():
+        method = getattr(GRPOTrainer, name, None)
+        if not callable(method):
+            raise UnsupportedUpstreamError(f"GRPOTrainer.{name} is gone (pepo overrides it); {_written_for()}: "
+                                           "install a tested trl (docs/patches.md)")
+        try:
+            found = parameters(method)
+        except (TypeError, ValueError):
+            found = ("?",)  # no signature to read
+        if found != expected:
+            raise UnsupportedUpstreamError(
+                f"GRPOTrainer.{name} takes ({', '.join(found)}), pepo overrides it as "
+                f"({', '.join(expected)}); {_written_for()}: install a tested trl (docs/patches.md)")

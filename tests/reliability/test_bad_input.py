@@ -12,15 +12,18 @@ import math
 
 import pytest
 import torch
+from datasets import Dataset
 from trl import GRPOTrainer
 
 import pepo.trainer.trainer as trainer_module
+from pepo.core import WEIGHTING_MODES
 from pepo.rewards import get_reward
 from pepo.trainer import PEPOTrainer
 from pepo.trainer.capture import language_model_of
 from pepo.train import main as train_main
 from tests.trainer.conftest import rollout
 from tests.trainer.test_loss import LOSS_TYPES, loss_and_grads
+from tests.trainer.test_mixed_batches import mixed_rollout
 
 
 def _train_argv(model_path, tmp_path, *extra):
@@ -80,15 +83,84 @@ def test_image_token_missing_from_the_vocabulary_is_an_error(make_trainer):
         make_trainer(image_token="<IMG_CONTEXT>")
 
 
-def test_model_without_an_image_token_warns_and_trains_as_the_base_algorithm(make_trainer, monkeypatch):
+PERCEPTION_MODES = ["pepo", "perception"]  # the built-in modes that declare needs_perception
+NO_PERCEPTION = ["exploration", "none"]
+
+
+@pytest.mark.parametrize("weighting", [*PERCEPTION_MODES, *NO_PERCEPTION])
+def test_a_perception_mode_refuses_a_model_without_an_image_token(make_trainer, monkeypatch, weighting):
+    # before: a warning, then every row text-only with weight 1, i.e. the base algorithm under the mode's name
     monkeypatch.setattr(trainer_module, "resolve_image_token_id", lambda *a, **k: None)
-    with pytest.warns(UserWarning, match="no image token was found .* every row is treated as text-only"):
-        trainer = make_trainer(weighting="pepo", schedule="constant")
-    # the weights are then 1: test_text_only_rows_get_unit_weights (tests/trainer/test_loss.py)
-    inputs = rollout(trainer)
-    trl = make_trainer(cls=GRPOTrainer)
-    a, b = loss_and_grads(trainer, inputs), loss_and_grads(trl, inputs)
-    torch.testing.assert_close(a[0], b[0], rtol=1e-6, atol=1e-7)
+    if weighting in NO_PERCEPTION:  # nothing of theirs needs the image token
+        make_trainer(weighting=weighting)
+        return
+    with pytest.raises(ValueError, match=rf"^weighting='{weighting}' needs the perception prior at the image tokens, "
+                       r"but no image token id was found for Qwen2_5_VLForConditionalGeneration \(.*\): set image_token "
+                       r"to the placeholder token its processor puts for each image, or use weighting exploration "
+                       r"\(entropy only\) or none for a text-only model$"):
+        make_trainer(weighting=weighting)
+
+
+def test_the_perception_modes_here_are_the_built_in_ones():
+    built_in = {"pepo", "perception", "exploration"}
+    assert PERCEPTION_MODES == [name for name in WEIGHTING_MODES if name in built_in and WEIGHTING_MODES[name].needs_perception]
+
+
+def _text_only_rows(image_column: str | None) -> Dataset:
+    prompt = [{"role": "user", "content": [{"type": "text", "text": "What colour is the circle ?"}]}]
+    empty = {None: {}, "image": {"image": None}, "images": {"images": []}}[image_column]
+    return Dataset.from_list([{"prompt": prompt, **empty} for _ in range(4)])
+
+
+@pytest.mark.parametrize("image_column", [None, "image", "images"], ids=["no_image_column", "image_none", "images_empty"])
+def test_a_perception_mode_refuses_training_data_without_any_image(make_trainer, image_column):
+    text_only = _text_only_rows(image_column)
+    for weighting in NO_PERCEPTION:
+        make_trainer(weighting=weighting, dataset=text_only)
+    for weighting in PERCEPTION_MODES:
+        with pytest.raises(ValueError, match=rf"^weighting='{weighting}' needs the perception prior at the image "
+                           r"tokens, but no row of train_dataset has an image .*: every token weight would be 1, the "
+                           r"base algorithm; give training data with images, or use weighting exploration"):
+            make_trainer(weighting=weighting, dataset=text_only)
+
+
+@pytest.mark.parametrize("weighting", PERCEPTION_MODES)
+def test_text_only_rows_beside_image_rows_are_trained_not_refused(make_trainer, weighting):
+    # text-only rows of a perception mode get weight 1 by design (docs/method.md; their weights:
+    # tests/trainer/test_mixed_batches.py): only data with no image at all, or an image row without its token, is refused
+    trainer, batch = mixed_rollout(make_trainer, weighting)
+    assert batch["num_images"] == [1, 1, 0, 0, 2, 2, 0, 0]
+
+
+def test_pepo_train_refuses_a_perception_mode_on_text_only_data(tiny_vlm_path, synthetic_data_dir, tmp_path, capsys):
+    records = [json.loads(line) for line in (synthetic_data_dir / "train.jsonl").read_text().splitlines()]
+    for record in records:  # the same questions without their images
+        del record["images"]
+        for message in record["messages"]:
+            message["content"] = message["content"].replace("<image>", "")
+    text_only = tmp_path / "text_only.jsonl"
+    text_only.write_text("".join(json.dumps(record) + "\n" for record in records))
+    argv = _train_argv(tiny_vlm_path, tmp_path, "--train_file", str(text_only), "--eval_after_train", "none",
+                       "--weighting", "pepo")
+    assert train_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("pepo train: weighting='pepo' needs the perception prior at the image tokens, "
+                                           "but no row of train_dataset has an image") and "Traceback" not in err
+    exploration = _train_argv(tiny_vlm_path, tmp_path / "exploration", "--train_file", str(text_only),
+                              "--eval_after_train", "none", "--weighting", "exploration")
+    assert train_main(exploration) == 0  # a mode without the perception prior trains the same file
+
+
+def test_an_image_row_without_the_image_token_is_refused_before_its_loss(make_trainer):
+    # image_token names a token of the vocabulary that the processor never puts for an image: the model's forward
+    # (which reads its config's image_token_id) works, but pepo would find no image token and give weight 1
+    for weighting in NO_PERCEPTION:
+        rollout(make_trainer(weighting=weighting, image_token="<|video_pad|>"))
+    trainer = make_trainer(weighting="pepo", image_token="<|video_pad|>")
+    with pytest.raises(ValueError, match=r"^step 0, generation batch row 0: 1 image\(s\) but no image token \(id \d+\) "
+                       r"in its tokenised prompt: weighting='pepo' reads the perception prior at the image tokens and "
+                       r"would give this row weight 1 \(the base algorithm\)\. .*: set image_token to that token"):
+        rollout(trainer)
 
 
 # ---- prompts and completions --------------------------------------------------------------------

@@ -201,18 +201,3 @@ def test_papo_stops_when_the_loss_forward_is_not_reached(make_trainer, monkeypat
     monkeypatch.setattr(GRPOTrainer, "_compute_loss", _renamed(GRPOTrainer._compute_loss))
     with pytest.raises(TRLContractError, match="PAPO / VPPO"):
         loss(trainer, inputs)
-
-
-def test_an_overridden_trl_method_with_another_signature_is_refused(make_trainer, monkeypatch):
-    def reordered(self, model, input_ids, attention_mask, logits_to_keep, compute_entropy=False, batch_size=None):
-        raise AssertionError("never called")
-
-    monkeypatch.setattr(GRPOTrainer, "_get_per_token_logps_and_entropies", reordered)
-    with pytest.raises(TRLContractError, match=r"GRPOTrainer\._get_per_token_logps_and_entropies takes \("):
-        make_trainer(weighting="pepo")
-
-
-def test_a_missing_trl_method_is_refused(make_trainer, monkeypatch):
-    monkeypatch.delattr(GRPOTrainer, "_calculate_rewards")
-    with pytest.raises(TRLContractError, match=r"GRPOTrainer\._calculate_rewards is gone"):
-        make_trainer(weighting="none")

@@ -25,13 +25,12 @@ only be made during (a), and must be in ``inputs`` before (b). The whole path:
    base algorithm under PEPO's name. (With ``weighting="none"`` and ``log_signals`` nothing is
    written: step 2 must still run once, for the curves.)
 
-:func:`check_trl_overrides`, called when a trainer is built, compares every ``GRPOTrainer`` method
-that pepo overrides with the signature it was written for.
+The signatures of the methods involved are checked once, when a trainer is built, with every other
+``GRPOTrainer`` method pepo overrides (:data:`pepo.versions.TRL_OVERRIDES`).
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -41,23 +40,6 @@ import trl
 
 TRL_WRITTEN_FOR = "1.16"
 ADVANTAGES = "advantages"
-
-# every GRPOTrainer method that PEPOTrainer or PerceptionAwareMixin overrides, with the leading
-# parameters (after self) of the TRL version pepo was written for
-OVERRIDDEN_TRL_METHODS: dict[str, tuple[str, ...]] = {
-    "compute_loss": ("model", "inputs", "return_outputs", "num_items_in_batch"),
-    "_compute_loss": ("model", "inputs"),
-    "_get_per_token_logps_and_entropies": (
-        "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size", "compute_entropy",
-    ),
-    "_calculate_rewards": ("inputs", "prompts", "completions", "completion_ids_list"),
-    "_generate_and_score_completions": ("inputs",),
-    "_tokenize_prompts": ("prompts",),
-    "training_step": ("model", "inputs", "num_items_in_batch"),
-    "log": ("logs", "start_time"),
-    "save_model": ("output_dir", "_internal_call"),
-    "_load_from_checkpoint": ("resume_from_checkpoint", "model"),
-}
 
 
 class TRLContractError(RuntimeError):
@@ -69,20 +51,6 @@ class TRLContractError(RuntimeError):
             f"PEPO's token weights would not reach the loss (the run would be the base algorithm): "
             f"install trl=={TRL_WRITTEN_FOR}.* or a pepo written for this TRL."
         )
-
-
-def check_trl_overrides(base: type) -> None:
-    """Raise :class:`TRLContractError` if a method of ``base`` (``GRPOTrainer``) that pepo overrides is
-    missing or no longer starts with the parameters of :data:`OVERRIDDEN_TRL_METHODS`."""
-    for name, expected in OVERRIDDEN_TRL_METHODS.items():
-        method = getattr(base, name, None)
-        if not callable(method):
-            raise TRLContractError(f"GRPOTrainer.{name} is gone")
-        parameters = [p for p in inspect.signature(method).parameters if p != "self"]
-        if tuple(parameters[: len(expected)]) != expected:
-            raise TRLContractError(
-                f"GRPOTrainer.{name} takes ({', '.join(parameters)}), pepo overrides it as ({', '.join(expected)}, ...)"
-            )
 
 
 class LossInputs(dict):

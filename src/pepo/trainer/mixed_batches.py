@@ -6,10 +6,19 @@ slice (``pixel_values`` of shape ``(0, ...)``, ``image_grid_thw`` of shape ``(0,
 vision towers do not accept one: Qwen2.5-VL fails in ``torch.cat`` of no position ids. The same
 happens to a whole micro-batch of text-only rows cut out of a mixed generation batch. Without the
 image inputs the forward is the language model's own, which is what a text-only chunk needs.
+
+Text-only rows of a weighting mode that needs the perception prior get weight 1 by design
+(``docs/method.md``). But where the trainer cannot compute that prior on any row, or on an image row,
+the run would be the base algorithm under the mode's name, so :class:`~pepo.trainer.PEPOTrainer`
+refuses it: a training set without any image row (:func:`dataset_has_image_rows`, when the trainer is
+built) and an image row whose prompt holds no image token (:func:`check_image_rows_have_image_tokens`,
+on each generation batch, before its loss).
 """
 
 from __future__ import annotations
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch import nn
 
@@ -41,3 +50,35 @@ def ignore_empty_image_inputs(model: nn.Module | None) -> None:
         return
     model.register_forward_pre_hook(_drop_empty_image_inputs, with_kwargs=True)
     model._pepo_ignores_empty_images = True
+
+
+def dataset_has_image_rows(dataset) -> bool | None:
+    """Whether a row of ``dataset`` has an image in its ``images`` (else ``image``) column, the columns
+    TRL reads images from; read from the Arrow column, no image decoded. ``None`` where that cannot be
+    told without iterating the data: not a ``datasets.Dataset`` (an ``IterableDataset``), or no rows."""
+    from datasets import Dataset
+
+    if not isinstance(dataset, Dataset) or len(dataset) == 0:
+        return None
+    column = next((name for name in ("images", "image") if name in dataset.column_names), None)
+    if column is None:
+        return False
+    cells = dataset.with_format("arrow")[column]
+    if pa.types.is_list(cells.type) or pa.types.is_large_list(cells.type):  # one list of images per row
+        return bool((pc.max(pc.list_value_length(cells)).as_py() or 0) > 0)
+    return cells.null_count < len(cells)  # one image per row, None for a text-only row
+
+
+def check_image_rows_have_image_tokens(prompt_ids, images, image_token_id: int, weighting: str, step: int) -> None:
+    """Refuse a generation batch row that has images but no ``image_token_id`` in its tokenised prompt:
+    the perception prior is read at those tokens, so the row would get weight 1 (the base algorithm)
+    although it has an image. ``prompt_ids`` and ``images`` are TRL's ``_tokenize_prompts`` output."""
+    for row, (ids, row_images) in enumerate(zip(prompt_ids, images or [], strict=False)):
+        if row_images and image_token_id not in ids:
+            raise ValueError(
+                f"step {step}, generation batch row {row}: {len(row_images)} image(s) but no image token (id "
+                f"{image_token_id}) in its tokenised prompt: weighting={weighting!r} reads the perception prior at "
+                "the image tokens and would give this row weight 1 (the base algorithm). The id is not the "
+                "placeholder the processor puts for each image: set image_token to that token (Qwen2-VL: "
+                "'<|image_pad|>', InternVL: '<IMG_CONTEXT>') or fix the model config's image_token_id"
+            )

@@ -51,13 +51,15 @@ TRL methods overridden (each the narrowest place that sees what PEPO needs):
   ``on_nonfinite="error"`` reads one flag back after the last micro-step of each optimiser step
   (``tests/trainer/test_host_reads.py`` counts the reads). The paper's extra-cost ratio
   ``rho = (t_PEPO - t_GRPO) / t_GRPO`` compares two runs; ``benchmarks/bench_step.py`` measures it.
-* ``_tokenize_prompts``: refuses a prompt that cannot fit the model's positions (docs/reliability.md).
+* ``_tokenize_prompts``: refuses a prompt that cannot fit the model's positions, and, under a mode that
+  needs the perception prior, an image row without the image token (docs/reliability.md).
 * ``save_model``: saves the whole weights under FSDP with a sharded state dict (transformers saves nothing).
 * ``_load_from_checkpoint``: resumes the weights through ``from_pretrained``'s key conversion
   (transformers' own resume silently drops every Qwen2.5-VL key).
 
-Each of these (and the mixin's ``_compute_loss``) is checked against the signature it was written
-for when the trainer is built (:func:`~pepo.trainer.handshake.check_trl_overrides`).
+Each of these (and the mixin's overrides) is checked against the signature it was written for when
+the trainer is built, before any model work (:data:`pepo.versions.TRL_OVERRIDES`,
+:func:`~pepo.versions.upstream_checked`).
 
 Reference: Li, Kuang et al., "Perception-Exploration Policy Optimization", arXiv 2603.22847 (2026).
 """
@@ -66,7 +68,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from typing import Any
 
 import torch
@@ -79,9 +80,11 @@ from pepo.trainer.capture import HiddenStateCapture, PromptJoin, language_model_
 from pepo.trainer.clock import PEPOClock
 from pepo.trainer.config import PEPOConfig
 from pepo.trainer.dynamic_sampling import DynamicSampler
-from pepo.trainer.handshake import WeightHandshake, check_trl_overrides
-from pepo.trainer.mixed_batches import ignore_empty_image_inputs
-from pepo.versions import check_upstream
+from pepo.trainer.handshake import WeightHandshake
+from pepo.trainer.mixed_batches import (
+    check_image_rows_have_image_tokens, dataset_has_image_rows, ignore_empty_image_inputs,
+)
+from pepo.versions import upstream_checked
 from pepo.trainer.perception_aware import PerceptionAwareMixin
 from pepo.image_tokens import image_token_mask, resolve_image_token_id
 from pepo.image_sharing import share_image_encoding
@@ -109,9 +112,10 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
         config = kwargs.get("args", args[2] if len(args) > 2 else None)
         if not isinstance(config, PEPOConfig):
             raise TypeError(f"PEPOTrainer needs args=PEPOConfig(...), got {type(config).__name__}")
-        check_trl_overrides(GRPOTrainer)  # before any model work: the TRL methods overridden here are as written for
-        super().__init__(*args, **kwargs)
-        check_upstream(self)  # untested trl/transformers/accelerate: one warning; changed TRL internals: refused
+        # before GRPOTrainer's model work: untested versions warned, a changed overridden TRL method refused;
+        # after it: a missing private TRL attribute refused (pepo.versions, docs/patches.md)
+        with upstream_checked(self):
+            super().__init__(*args, **kwargs)
         model = self.accelerator.unwrap_model(self.model)
         for policy_or_reference in (model, getattr(self, "ref_model", None)):
             if policy_or_reference is None:
@@ -127,17 +131,33 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
         self.image_token_id = resolve_image_token_id(config_of_model, self.processing_class, config.image_token)
         # what the weighting mode declared it needs (None: weighting "none", the base algorithm)
         self._weighting_mode = WEIGHTING_MODES.get(config.weighting)
-        if self._weighting_mode is not None and self._weighting_mode.needs_perception and self.image_token_id is None:
-            warnings.warn(
-                f"weighting={config.weighting!r} but no image token was found for {type(model).__name__}: every "
-                "row is treated as text-only and gets weight 1 (plain base algorithm). Set image_token=...",
-                stacklevel=2,
-            )
+        self._check_perception_is_possible(type(model).__name__)
         self._sharing_backbones: dict[int, Any] = {}  # id(model) -> its Qwen2-VL-family backbone, or None
         self._weight_handshake = WeightHandshake()  # how the weights reach TRL's loss: pepo.trainer.handshake
         self._pepo_clock = PEPOClock()  # PEPO's own compute, per optimiser step
         self._pending_nonfinite: list = []  # on_nonfinite="error": (step, bad rows, completion ids) per micro-step
         self._dynamic_sampler = DynamicSampler(self) if config.dynamic_sampling else None
+
+    def _check_perception_is_possible(self, model_name: str) -> None:
+        """A mode that needs the perception prior refuses (one line) a model without a known image token
+        and a training set without any image row: every token weight would be 1, the base algorithm under
+        the mode's name. Text-only rows beside image rows keep weight 1 by design; image rows whose prompt
+        lacks the token are refused per generation batch (``_tokenize_prompts``)."""
+        if self._weighting_mode is None or not self._weighting_mode.needs_perception:
+            return
+        needs = f"weighting={self.args.weighting!r} needs the perception prior at the image tokens"
+        instead = "or use weighting exploration (entropy only) or none"
+        if self.image_token_id is None:
+            raise ValueError(
+                f"{needs}, but no image token id was found for {model_name} (not in its config's image_token_id / "
+                f"image_token_index, nor the processor's image_token_id / image_token): set image_token to the "
+                f"placeholder token its processor puts for each image, {instead} for a text-only model"
+            )
+        if dataset_has_image_rows(self.train_dataset) is False:
+            raise ValueError(
+                f"{needs}, but no row of train_dataset has an image (its 'images' / 'image' column is missing or "
+                f"empty): every token weight would be 1, the base algorithm; give training data with images, {instead}"
+            )
 
     # ---- the loss -------------------------------------------------------------------------------
 
@@ -350,14 +370,19 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
     # ---- bad input and resume -------------------------------------------------------------------
 
     def _tokenize_prompts(self, prompts: list):
-        """TRL's tokenisation, then a length check: TRL 1.16 does not truncate prompts (cutting a
-        multimodal prompt would cut image tokens), and a prompt plus ``max_completion_length`` past
-        the model's ``max_position_embeddings`` would run on silently extrapolated positions."""
+        """TRL's tokenisation, then two checks. Under a mode that needs the perception prior, an image row
+        must hold the image token (else it would get weight 1). And a length check: TRL 1.16 does not
+        truncate prompts (cutting a multimodal prompt would cut image tokens), and a prompt plus
+        ``max_completion_length`` past the model's ``max_position_embeddings`` would run on silently
+        extrapolated positions."""
         prompt_ids, images, multimodal_fields = super()._tokenize_prompts(prompts)
         if images is not None:
             # TRL marks a text-only prompt of a mixed batch None; its processor call for the training
             # forward then fails on it ("only a single or a list of entries"). An empty list is "no image".
             images = [image_list if image_list is not None else [] for image_list in images]
+            if self._weighting_mode is not None and self._weighting_mode.needs_perception:
+                check_image_rows_have_image_tokens(
+                    prompt_ids, images, self.image_token_id, self.args.weighting, self.state.global_step)
         if not hasattr(self, "_pepo_max_positions"):  # looked up once: unwrapping costs a few ms
             model = self.accelerator.unwrap_model(self.model)
             config = (model.get_base_model() if is_peft_model(model) else model).config
