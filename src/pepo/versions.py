@@ -99,6 +99,7 @@ TRL_OVERRIDES = {
     "log": ("self", "logs", "start_time"),
     "save_model": ("self", "output_dir", "_internal_call"),
     "_load_from_checkpoint": ("self", "resume_from_checkpoint", "model"),
+    "_get_train_sampler": ("self", "dataset"),
 }
 
 #: GRPOTrainer's private attributes (and transformers Trainer's ``_save``) that pepo reads or calls

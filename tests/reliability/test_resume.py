@@ -35,8 +35,8 @@ TRAIN_ARGS = [
     "--max_steps", str(MAX_STEPS), "--save_strategy", "steps",
     "--save_steps", "1", "--max_train_samples", "8", "--max_completion_length", "6", "--disable_tqdm", "true",
     "--reward_funcs", "test_length", "--activation_checkpointing", "false",
-    # one prompt x 4 samples a step, as before the tiny recipes took 8 x 8: with 8 x 8 and these 8 records
-    # (one epoch a step) the resumed run's weights differed from the uninterrupted run's (not investigated)
+    # one prompt x 4 samples a step (the tiny recipes take 32 x 8): a short run inside the first epoch; a
+    # resume in a later epoch: test_a_run_resumed_in_a_later_epoch_trains_that_epochs_prompts
     "--per_device_train_batch_size", "4", "--num_generations", "4",
 ]
 # timings and throughput differ between runs by nature; every other logged value must match
@@ -164,3 +164,25 @@ def test_resume_restores_the_weights_and_loads_no_pickle(make_trainer, tmp_path,
     again._load_from_checkpoint(str(checkpoint))
     for name, value in again.model.state_dict().items():
         assert torch.equal(value, trained[name]), name
+
+
+@pytest.mark.parametrize("resume_at", [2, 3])  # at the epoch boundary, and inside the second epoch
+def test_a_run_resumed_in_a_later_epoch_trains_that_epochs_prompts(make_trainer, tmp_path, resume_at):
+    """4 records, 2 prompts a step: an epoch is 2 steps. TRL's sampler draws each epoch's prompt order
+    from one generator seeded once, so a resumed run (a fresh sampler) replayed epoch 0's order in
+    epoch 1 and its weights differed; pepo's sampler reseeds per epoch (``seed + epoch``)."""
+    from tests.trainer.conftest import image_dataset
+
+    fields = dict(per_device_train_batch_size=8, num_generations=4, max_steps=4, weighting="pepo")
+    dataset = image_dataset(4)
+    full = make_trainer(dataset=dataset, save_strategy="steps", save_steps=1, **fields)
+    full.train()
+    final = {k: v.clone() for k, v in full.model.state_dict().items()}
+    checkpoint = tmp_path / "out" / f"checkpoint-{resume_at}"
+    resumed = make_trainer(dataset=dataset, save_strategy="no", **fields)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.state.global_step == 4
+    for name, value in resumed.model.state_dict().items():
+        assert torch.equal(value, final[name]), name

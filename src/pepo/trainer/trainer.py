@@ -98,6 +98,24 @@ logger = logging.getLogger(__name__)
 MAX_PENDING_ENTRIES = 256
 
 
+class EpochSeededSampler(torch.utils.data.Sampler):
+    """Wraps TRL's ``RepeatSampler``: ``set_epoch(e)`` seeds its generator with ``seed + e``."""
+
+    def __init__(self, sampler):
+        super().__init__()
+        self.sampler = sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        if getattr(self.sampler, "seed", None) is not None:
+            self.sampler.generator.manual_seed(self.sampler.seed + epoch)
+
+    def __iter__(self):
+        return iter(self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
 class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
     """GRPO / DAPO trainer with PEPO token weights; takes every ``GRPOTrainer`` argument.
 
@@ -400,6 +418,13 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
                         f"images, or lower max_completion_length. Prompt ends with: {text[-120:]!r}"
                     )
         return prompt_ids, images, multimodal_fields
+
+    def _get_train_sampler(self, dataset=None):
+        """TRL's prompt sampler, reseeded at every epoch (``seed + epoch``) by the ``set_epoch`` that
+        transformers calls, so that a run resumed in a later epoch draws that epoch's prompt order.
+        TRL's sampler draws each epoch's order from one generator seeded once: a resumed run, with a
+        fresh sampler, replayed epoch 0's order (the first epoch's order is unchanged)."""
+        return EpochSeededSampler(super()._get_train_sampler(dataset))
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """transformers' ``save_model``, except under FSDP with a sharded state dict (``fsdp2_cpu_2proc.yaml``,
