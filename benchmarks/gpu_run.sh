@@ -4,8 +4,8 @@
 #                                                       # smoke run of the same steps here (~1 min)
 #
 # Everything the GPU figures need, in one call on a machine that has torch (CUDA) but not the rest of
-# pepo's dependencies and no package index: wheels in .whl/ (bash ../shared/gpu/fetch_wheels.sh on the
-# machine that has an index; carried with the tree) are installed into a temporary folder first. Then,
+# pepo's dependencies and no package index: wheels in .whl/ (downloaded on a machine that has an index,
+# carried with the tree) are installed into a temporary folder first. Then,
 # each with its own time limit so that a slow step still leaves the others' files:
 #   1. gpu_check.py: perception prior and token_entropy tables  -> OUT_DIR/gpu_check_kernels.{json,log}
 #   2. gpu_check.py: the policy update table (rho vs GRPO, A/A)  -> OUT_DIR/gpu_check_update.{json,log}

@@ -45,6 +45,7 @@ def test_tiny_internvl3_trains_with_pepo_g_and_is_evaluated(internvl_path, synth
         "--config", str(ROOT / "recipes" / "pepo_g_tiny.yaml"), "--model_name_or_path", str(internvl_path),
         "--train_file", str(synthetic_data_dir / "train.jsonl"), "--output_dir", str(out), "--max_steps", "2",
         "--max_completion_length", "8", "--eval_after_train", "none",  # its own data: no synthetic held-out split
+        "--per_device_train_batch_size", "64",  # 8 prompts x 8 samples: its 16 records hold two steps
         "--reward_funcs", "accuracy", "format", length_reward_registered])
     assert args.weighting == "pepo" and args.image_token is None  # PEPO_G, placeholder not named
     trainer = build_trainer(script_args, args, model_args)
