@@ -1,0 +1,110 @@
+"""Tiny random VLMs of several families, built offline: :func:`build_tiny_vlm`.
+
+Each family's builder returns ``(config, model class, processor)`` at toy scale: a locally trained
+word-level tokenizer with the family's special tokens and chat template (no download), the family's
+PIL image processor (no torchvision), and pepo's images-and-text subclass of the family's processor
+where the stock one insists on a torchvision video processor (:mod:`pepo.modeling`). The images are
+sized so that each becomes **4 image tokens** in every family (one per cell of the synthetic task's
+2 x 2 grid, :mod:`pepo.embedded.synthetic`).
+
+=============  ==========================================  ============================================
+family         model class                                 sizes
+=============  ==========================================  ============================================
+``qwen2_5_vl`` ``Qwen2_5_VLForConditionalGeneration``       the default (:mod:`pepo.embedded.tiny`)
+``qwen3_vl``   ``Qwen3VLForConditionalGeneration``          text hidden 128, 2 layers, head 32; vision
+                                                            1 block of width 32, 16 px patches, one
+                                                            deepstack merger after block 0
+=============  ==========================================  ============================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from transformers import PretrainedConfig
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+from transformers.models.qwen3_vl import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+from pepo.embedded.synthetic import IMAGE_SIZE, corpus
+from pepo.embedded.tiny import CHAT_TEMPLATE, build_qwen2_5_vl, build_tokenizer, tiny_generation_config
+from pepo.modeling import Qwen3VLImageTextProcessor
+
+__all__ = ["DEFAULT_FAMILY", "TINY_FAMILIES", "build_tiny_vlm"]
+
+DEFAULT_FAMILY = "qwen2_5_vl"
+QWEN3_VL_PATCH = 16  # Qwen3-VL's vision patch (Qwen2.5-VL's is 14)
+
+
+def qwen3_vl_config(tokenizer, hidden_size: int = 128, num_layers: int = 2) -> Qwen3VLConfig:
+    """Qwen3-VL config at toy scale; token ids come from ``tokenizer`` (Qwen's special tokens)."""
+    ids = tokenizer.convert_tokens_to_ids
+    head_dim = 32
+    text_config = {
+        "vocab_size": len(tokenizer), "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": num_layers, "num_attention_heads": hidden_size // head_dim, "head_dim": head_dim,
+        "num_key_value_heads": max(1, hidden_size // head_dim // 2), "max_position_embeddings": 1024,
+        # interleaved M-RoPE over head_dim / 2 = 16 frequencies: 6 time, 5 height, 5 width
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [6, 5, 5],
+                            "mrope_interleaved": True},
+        "bos_token_id": ids("<|endoftext|>"), "eos_token_id": ids("<|im_end|>"), "pad_token_id": ids("<|endoftext|>"),
+        "tie_word_embeddings": True,
+    }
+    vision_config = {
+        "depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": QWEN3_VL_PATCH,
+        "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": hidden_size,
+        "num_position_embeddings": 16, "deepstack_visual_indexes": [0],
+    }
+    return Qwen3VLConfig(
+        text_config=text_config, vision_config=vision_config, image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"), vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"), tie_word_embeddings=True,
+    )
+
+
+def build_qwen3_vl(hidden_size: int, num_layers: int, image_size: int):
+    """``(config, model class, processor)`` of a tiny Qwen3-VL: Qwen's tokens and chat template, the
+    Qwen2-VL PIL image processor with 16 px patches (as Qwen3-VL's own preprocessor config has) resizing
+    every image to ``image_size`` rounded up to 32 px squared (56 -> 64: 4 x 4 patches, 4 tokens)."""
+    tokenizer = build_tokenizer(corpus())
+    side = -(-image_size // (2 * QWEN3_VL_PATCH)) * 2 * QWEN3_VL_PATCH
+    image_processor = Qwen2VLImageProcessorPil(
+        size={"shortest_edge": side * side, "longest_edge": side * side}, patch_size=QWEN3_VL_PATCH, merge_size=2,
+        temporal_patch_size=2, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+    )
+    processor = Qwen3VLImageTextProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                          chat_template=CHAT_TEMPLATE)
+    return qwen3_vl_config(tokenizer, hidden_size, num_layers), Qwen3VLForConditionalGeneration, processor
+
+
+Builder = Callable[[int, int, int], tuple[PretrainedConfig, type, object]]
+#: family name -> builder ``(hidden_size, num_layers, image_size) -> (config, model class, processor)``
+TINY_FAMILIES: dict[str, Builder] = {
+    "qwen2_5_vl": build_qwen2_5_vl,
+    "qwen3_vl": build_qwen3_vl,
+}
+
+
+def build_tiny_vlm(
+    output_dir: str | Path, seed: int = 0, *, family: str = DEFAULT_FAMILY, hidden_size: int = 128,
+    num_layers: int = 2, image_size: int = IMAGE_SIZE,
+) -> Path:
+    """Build a tiny VLM of ``family`` (one of :data:`TINY_FAMILIES`; random weights from ``seed``)
+    and save it to ``output_dir`` as a complete checkpoint (config, weights, generation config,
+    tokenizer and processor files), the files a download of that family has.
+
+    Reload it like any checkpoint: ``pepo.modeling.load_model_and_processor(output_dir)``; it also
+    loads in plain transformers (``AutoModelForImageTextToText``). Returns ``output_dir`` as a ``Path``.
+    """
+    if family not in TINY_FAMILIES:
+        raise ValueError(f"build_tiny_vlm: family={family!r} is not one of {sorted(TINY_FAMILIES)}")
+    output_dir = Path(output_dir)
+    config, model_class, processor = TINY_FAMILIES[family](hidden_size, num_layers, image_size)
+    torch.manual_seed(seed)
+    model = model_class(config).float()
+    model.generation_config = tiny_generation_config(config)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    return output_dir
