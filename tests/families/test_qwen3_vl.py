@@ -18,16 +18,6 @@ from pepo.cli import main as pepo_main
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def length_reward_registered():
-    """A reward with spread on a random model (accuracy and format are 0 for every completion)."""
-    from pepo.rewards import REWARD_FUNCTIONS, register_reward
-
-    register_reward("test_length_mod_5", lambda completions, **kwargs: [float(len(str(c)) % 5) for c in completions])
-    yield "test_length_mod_5"
-    REWARD_FUNCTIONS.pop("test_length_mod_5")
-
-
 def train(model_path, data_dir, out, reward, *extra):
     """What ``pepo train --config recipes/pepo_g_tiny.yaml --model_name_or_path DIR ...`` does, keeping the trainer."""
     from pepo.trainer.cli import build_trainer, parse

@@ -19,16 +19,20 @@ family         model class                                 sizes
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from tokenizers import pre_tokenizers, trainers
 from transformers import PretrainedConfig
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.models.qwen3_vl import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
 from pepo.embedded.synthetic import IMAGE_SIZE, corpus
-from pepo.embedded.tiny import CHAT_TEMPLATE, build_qwen2_5_vl, build_tokenizer, tiny_generation_config
+from pepo.embedded.tiny import (
+    CHAT_TEMPLATE, SPECIAL_TOKENS, TAG_TOKENS, build_qwen2_5_vl, build_tokenizer, tiny_generation_config,
+)
 from pepo.modeling import Qwen3VLImageTextProcessor
 
 __all__ = ["DEFAULT_FAMILY", "TINY_FAMILIES", "build_tiny_vlm"]
@@ -63,19 +67,66 @@ def qwen3_vl_config(tokenizer, hidden_size: int = 128, num_layers: int = 2) -> Q
     )
 
 
-def build_qwen3_vl(hidden_size: int, num_layers: int, image_size: int):
-    """``(config, model class, processor)`` of a tiny Qwen3-VL: Qwen's tokens and chat template, the
-    Qwen2-VL PIL image processor with 16 px patches (as Qwen3-VL's own preprocessor config has) resizing
-    every image to ``image_size`` rounded up to 32 px squared (56 -> 64: 4 x 4 patches, 4 tokens)."""
-    tokenizer = build_tokenizer(corpus())
+def qwen3_vl_processor(image_size: int, tokenizer=None) -> Qwen3VLImageTextProcessor:
+    """Qwen's tokens and chat template, the Qwen2-VL PIL image processor with 16 px patches (as Qwen3-VL's
+    and Qwen3.5's preprocessor configs have) resizing every image to ``image_size`` rounded up to 32 px,
+    squared (56 -> 64: 4 x 4 patches, 4 tokens)."""
     side = -(-image_size // (2 * QWEN3_VL_PATCH)) * 2 * QWEN3_VL_PATCH
     image_processor = Qwen2VLImageProcessorPil(
         size={"shortest_edge": side * side, "longest_edge": side * side}, patch_size=QWEN3_VL_PATCH, merge_size=2,
         temporal_patch_size=2, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
     )
-    processor = Qwen3VLImageTextProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                          chat_template=CHAT_TEMPLATE)
-    return qwen3_vl_config(tokenizer, hidden_size, num_layers), Qwen3VLForConditionalGeneration, processor
+    return Qwen3VLImageTextProcessor(image_processor=image_processor, tokenizer=tokenizer or build_tokenizer(corpus()),
+                                     chat_template=CHAT_TEMPLATE)
+
+
+def qwen3_5_tokenizer():
+    """Qwen3.5's own tokenizer class (transformers loads every ``qwen3_5`` checkpoint's tokenizer as
+    ``Qwen3_5Tokenizer``, a byte-level BPE, whatever its files name) with a BPE vocabulary trained here
+    on the synthetic task's text, Qwen's special tokens and the reward's tags."""
+    from transformers.models.qwen3_5.tokenization_qwen3_5 import Qwen3_5Tokenizer
+
+    backend = Qwen3_5Tokenizer().backend_tokenizer  # its normaliser and pre-tokeniser, an empty vocabulary
+    backend.train_from_iterator(corpus(), trainer=trainers.BpeTrainer(
+        vocab_size=600, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    trained = json.loads(backend.to_str())["model"]
+    tokenizer = Qwen3_5Tokenizer(vocab=trained["vocab"], merges=[tuple(m) for m in trained["merges"]],
+                                 eos_token="<|im_end|>", pad_token="<|endoftext|>", padding_side="left",
+                                 chat_template=CHAT_TEMPLATE, model_max_length=1024)
+    tokenizer.add_tokens(SPECIAL_TOKENS, special_tokens=True)
+    tokenizer.add_tokens(TAG_TOKENS)
+    return tokenizer
+
+
+def build_qwen3_vl(hidden_size: int, num_layers: int, image_size: int):
+    """``(config, model class, processor)`` of a tiny Qwen3-VL."""
+    processor = qwen3_vl_processor(image_size)
+    return qwen3_vl_config(processor.tokenizer, hidden_size, num_layers), Qwen3VLForConditionalGeneration, processor
+
+
+def build_qwen3_5(hidden_size: int, num_layers: int, image_size: int):
+    """``(config, model class, processor)`` of a tiny Qwen3.5 (natively multimodal; its language model
+    alternates Gated DeltaNet linear attention and full attention layers): Qwen3-VL's processor,
+    tokens and vision sizes (without DeepStack), the last of ``num_layers`` layers full attention."""
+    from transformers.models.qwen3_5 import Qwen3_5Config, Qwen3_5ForConditionalGeneration
+
+    processor = qwen3_vl_processor(image_size, qwen3_5_tokenizer())
+    qwen3_vl = qwen3_vl_config(processor.tokenizer, hidden_size, num_layers).to_dict()
+    text = {key: qwen3_vl["text_config"][key] for key in (
+        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "head_dim",
+        "num_key_value_heads", "max_position_embeddings", "bos_token_id", "eos_token_id", "pad_token_id")}
+    text.update(layer_types=["linear_attention"] * (num_layers - 1) + ["full_attention"], linear_key_head_dim=16,
+                linear_value_head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4, tie_word_embeddings=True,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1],
+                                 "mrope_interleaved": True, "partial_rotary_factor": 0.25})
+    vision = {key: value for key, value in qwen3_vl["vision_config"].items() if key in (
+        "depth", "hidden_size", "intermediate_size", "num_heads", "patch_size", "spatial_merge_size",
+        "temporal_patch_size", "out_hidden_size", "num_position_embeddings")}
+    tokens = {key: qwen3_vl[key] for key in ("image_token_id", "video_token_id", "vision_start_token_id",
+                                             "vision_end_token_id")}
+    config = Qwen3_5Config(text_config=text, vision_config=vision, tie_word_embeddings=True, **tokens)
+    return config, Qwen3_5ForConditionalGeneration, processor
 
 
 Builder = Callable[[int, int, int], tuple[PretrainedConfig, type, object]]
@@ -83,6 +134,7 @@ Builder = Callable[[int, int, int], tuple[PretrainedConfig, type, object]]
 TINY_FAMILIES: dict[str, Builder] = {
     "qwen2_5_vl": build_qwen2_5_vl,
     "qwen3_vl": build_qwen3_vl,
+    "qwen3_5": build_qwen3_5,
 }
 
 
