@@ -24,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from tokenizers import pre_tokenizers, trainers
-from transformers import PretrainedConfig
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import PretrainedConfig, PreTrainedTokenizerFast
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.models.qwen3_vl import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
@@ -33,7 +33,7 @@ from pepo.embedded.synthetic import IMAGE_SIZE, corpus
 from pepo.embedded.tiny import (
     CHAT_TEMPLATE, SPECIAL_TOKENS, TAG_TOKENS, build_qwen2_5_vl, build_tokenizer, tiny_generation_config,
 )
-from pepo.modeling import Qwen3VLImageTextProcessor
+from pepo.modeling import InternVLImageTextProcessor, Qwen3VLImageTextProcessor
 
 __all__ = ["DEFAULT_FAMILY", "TINY_FAMILIES", "build_tiny_vlm"]
 
@@ -129,12 +129,59 @@ def build_qwen3_5(hidden_size: int, num_layers: int, image_size: int):
     return config, Qwen3_5ForConditionalGeneration, processor
 
 
+INTERNVL_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
+# InternVL's chat template writes <IMG_CONTEXT> per image; the processor expands it into <img>, 4 placeholders, </img>
+INTERNVL_CHAT_TEMPLATE = CHAT_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>", "<IMG_CONTEXT>\n")
+
+
+def internvl_tokenizer() -> PreTrainedTokenizerFast:
+    """Word-level, trained here, with InternVL3's special tokens on top of Qwen2's and its chat template."""
+    backend = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.train_from_iterator(corpus(), trainer=trainers.WordLevelTrainer(
+        special_tokens=[*INTERNVL_SPECIAL_TOKENS, "[UNK]"]))
+    backend.add_tokens(TAG_TOKENS[:4])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="[UNK]",
+        padding_side="left", chat_template=INTERNVL_CHAT_TEMPLATE, model_max_length=1024,
+        extra_special_tokens={"start_image_token": "<img>", "end_image_token": "</img>",
+                              "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"},
+    )
+
+
+def build_internvl(hidden_size: int, num_layers: int, image_size: int):
+    """``(config, model class, processor)`` of a tiny InternVL3: InternViT-style tower (14 px patches),
+    pixel-shuffle projector, Qwen2 language model; the PIL GOT-OCR2 image processor (one 56 px tile,
+    no crops) and :class:`pepo.modeling.InternVLImageTextProcessor`; 4 image tokens per image."""
+    from transformers import InternVLConfig, InternVLForConditionalGeneration
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
+
+    tokenizer = internvl_tokenizer()
+    ids = tokenizer.convert_tokens_to_ids
+    image_processor = GotOcr2ImageProcessorPil(size={"height": image_size, "width": image_size}, crop_to_patches=False)
+    processor = InternVLImageTextProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                           image_seq_length=(image_size // 28) ** 2,
+                                           chat_template=INTERNVL_CHAT_TEMPLATE)
+    config = InternVLConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=[image_size, image_size], patch_size=[14, 14]),
+        text_config=dict(model_type="qwen2", vocab_size=len(tokenizer), hidden_size=hidden_size,
+                         intermediate_size=2 * hidden_size, num_hidden_layers=num_layers,
+                         num_attention_heads=hidden_size // 32, num_key_value_heads=max(1, hidden_size // 64),
+                         max_position_embeddings=1024, eos_token_id=ids("<|im_end|>"),
+                         pad_token_id=ids("<|endoftext|>"), bos_token_id=ids("<|endoftext|>")),
+        image_token_id=ids("<IMG_CONTEXT>"), downsample_ratio=0.5, image_seq_length=(image_size // 28) ** 2,
+    )
+    return config, InternVLForConditionalGeneration, processor
+
+
 Builder = Callable[[int, int, int], tuple[PretrainedConfig, type, object]]
 #: family name -> builder ``(hidden_size, num_layers, image_size) -> (config, model class, processor)``
 TINY_FAMILIES: dict[str, Builder] = {
     "qwen2_5_vl": build_qwen2_5_vl,
     "qwen3_vl": build_qwen3_vl,
     "qwen3_5": build_qwen3_5,
+    "internvl": build_internvl,
 }
 
 
