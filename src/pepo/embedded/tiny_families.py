@@ -175,6 +175,59 @@ def build_internvl(hidden_size: int, num_layers: int, image_size: int):
     return config, InternVLForConditionalGeneration, processor
 
 
+GEMMA3_SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
+                         "<end_of_image>", "<image_soft_token>"]
+# Gemma's turns, with a system turn as the Qwen template's; each image is written <start_of_image>, which the
+# processor expands into <start_of_image>, 4 x <image_soft_token>, <end_of_image>
+GEMMA3_CHAT_TEMPLATE = (
+    "<bos>{% if messages[0]['role'] != 'system' %}<start_of_turn>system\nYou are a helpful assistant .<end_of_turn>\n"
+    "{% endif %}{% for message in messages %}"
+    "<start_of_turn>{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}<start_of_image>"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def build_gemma3(hidden_size: int, num_layers: int, image_size: int):
+    """``(config, model class, processor)`` of a tiny Gemma3: SigLIP tower (14 px patches), the
+    projector's average pooling to 4 image tokens per image, Gemma3 language model (sliding and global
+    attention); the PIL Gemma3 image processor and the stock ``Gemma3Processor`` (it has no video
+    processor); word-level tokenizer with Gemma's turn and image tokens."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    backend = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.train_from_iterator(corpus(), trainer=trainers.WordLevelTrainer(
+        special_tokens=[*GEMMA3_SPECIAL_TOKENS, "<unk>"]))
+    backend.add_tokens(TAG_TOKENS[:4])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<bos>", eos_token="<end_of_turn>", pad_token="<pad>", unk_token="<unk>",
+        padding_side="left", chat_template=GEMMA3_CHAT_TEMPLATE, model_max_length=1024,
+        extra_special_tokens={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                              "image_token": "<image_soft_token>"},
+    )
+    ids = tokenizer.convert_tokens_to_ids
+    processor = Gemma3Processor(image_processor=Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size}),
+                                tokenizer=tokenizer, image_seq_length=4, chat_template=GEMMA3_CHAT_TEMPLATE)
+    config = Gemma3Config(
+        text_config={"model_type": "gemma3_text", "vocab_size": len(tokenizer), "hidden_size": hidden_size,
+                     "intermediate_size": 2 * hidden_size, "num_hidden_layers": num_layers, "head_dim": 32,
+                     "num_attention_heads": hidden_size // 32, "num_key_value_heads": max(1, hidden_size // 64),
+                     "max_position_embeddings": 1024, "sliding_window": 16, "bos_token_id": ids("<bos>"),
+                     "eos_token_id": ids("<end_of_turn>"), "pad_token_id": ids("<pad>")},
+        vision_config={"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+                       "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": image_size, "patch_size": 14},
+        mm_tokens_per_image=4, image_token_index=ids("<image_soft_token>"), boi_token_index=ids("<start_of_image>"),
+        eoi_token_index=ids("<end_of_image>"),
+    )
+    return config, Gemma3ForConditionalGeneration, processor
+
+
 Builder = Callable[[int, int, int], tuple[PretrainedConfig, type, object]]
 #: family name -> builder ``(hidden_size, num_layers, image_size) -> (config, model class, processor)``
 TINY_FAMILIES: dict[str, Builder] = {
@@ -182,6 +235,7 @@ TINY_FAMILIES: dict[str, Builder] = {
     "qwen3_vl": build_qwen3_vl,
     "qwen3_5": build_qwen3_5,
     "internvl": build_internvl,
+    "gemma3": build_gemma3,
 }
 
 
