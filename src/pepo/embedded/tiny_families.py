@@ -228,6 +228,66 @@ def build_gemma3(hidden_size: int, num_layers: int, image_size: int):
     return config, Gemma3ForConditionalGeneration, processor
 
 
+IDEFICS3_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>",
+                           "<image>", "<global-img>"]
+# SmolVLM's turns ("User:" ... "<end_of_utterance>"), each image written <image> for the processor to expand
+IDEFICS3_CHAT_TEMPLATE = (
+    "<|im_start|>{% if messages[0]['role'] != 'system' %}System: You are a helpful assistant .<end_of_utterance>\n"
+    "{% endif %}{% for message in messages %}{{ message['role'] | capitalize }}:"
+    "{% if message['content'] is string %} {{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}<image>{% elif content['type'] == 'text' %} {{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+def _build_idefics3(hidden_size: int, num_layers: int, image_size: int, smolvlm: bool):
+    """A tiny Idefics3 or SmolVLM (the same layout: SigLIP tower, pixel-shuffle connector by 2, Llama
+    language model) with the stock ``Idefics3Processor`` (one 56 px image, no splitting: ``<fake_token_around_image>
+    <global-img>``, 4 ``<image>``, ``<fake_token_around_image>``). SmolVLM's own processor needs the
+    ``num2words`` package and a torchvision video processor; for images it formats prompts as Idefics3's."""
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    backend = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.train_from_iterator([*corpus(), "System User Assistant :"], trainer=trainers.WordLevelTrainer(
+        special_tokens=[*IDEFICS3_SPECIAL_TOKENS, "[UNK]"]))
+    backend.add_tokens(TAG_TOKENS[:4])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<end_of_utterance>", pad_token="<|endoftext|>", unk_token="[UNK]",
+        padding_side="left", chat_template=IDEFICS3_CHAT_TEMPLATE, model_max_length=1024)
+    image_processor = Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": image_size},
+                                                max_image_size={"longest_edge": image_size})
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer,
+                                  image_seq_len=(image_size // 28) ** 2, chat_template=IDEFICS3_CHAT_TEMPLATE)
+    ids = tokenizer.convert_tokens_to_ids
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                  image_size=image_size, patch_size=14)
+    text = {"model_type": "llama", "vocab_size": len(tokenizer), "hidden_size": hidden_size,
+            "intermediate_size": 2 * hidden_size, "num_hidden_layers": num_layers,
+            "num_attention_heads": hidden_size // 32, "num_key_value_heads": max(1, hidden_size // 64),
+            "max_position_embeddings": 1024, "bos_token_id": ids("<|im_start|>"),
+            "eos_token_id": ids("<end_of_utterance>"), "pad_token_id": ids("<|endoftext|>")}
+    if smolvlm:
+        from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
+
+        config = SmolVLMConfig(vision_config=vision, text_config=text, scale_factor=2, image_token_id=ids("<image>"))
+        return config, SmolVLMForConditionalGeneration, processor
+    config = Idefics3Config(vision_config=vision, text_config=text, scale_factor=2, image_token_id=ids("<image>"))
+    return config, Idefics3ForConditionalGeneration, processor
+
+
+def build_idefics3(hidden_size: int, num_layers: int, image_size: int):
+    """``(config, model class, processor)`` of a tiny Idefics3 (:func:`_build_idefics3`)."""
+    return _build_idefics3(hidden_size, num_layers, image_size, smolvlm=False)
+
+
+def build_smolvlm(hidden_size: int, num_layers: int, image_size: int):
+    """``(config, model class, processor)`` of a tiny SmolVLM (:func:`_build_idefics3`)."""
+    return _build_idefics3(hidden_size, num_layers, image_size, smolvlm=True)
+
+
 Builder = Callable[[int, int, int], tuple[PretrainedConfig, type, object]]
 #: family name -> builder ``(hidden_size, num_layers, image_size) -> (config, model class, processor)``
 TINY_FAMILIES: dict[str, Builder] = {
@@ -236,6 +296,8 @@ TINY_FAMILIES: dict[str, Builder] = {
     "qwen3_5": build_qwen3_5,
     "internvl": build_internvl,
     "gemma3": build_gemma3,
+    "idefics3": build_idefics3,
+    "smolvlm": build_smolvlm,
 }
 
 
