@@ -12,7 +12,7 @@ from .test_qwen3_vl import train
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["qwen3_5", "gemma3", "idefics3", "smolvlm"])
+@pytest.mark.parametrize("family", ["qwen3_5", "gemma3", "idefics3", "smolvlm", "llava_onevision"])
 def test_a_tiny_family_trains_a_pepo_g_step_with_the_plain_computation(family, synthetic_data_dir, tmp_path,
                                                                        length_reward_registered):
     from pepo.embedded import build_tiny_vlm

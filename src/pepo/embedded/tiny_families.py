@@ -33,7 +33,7 @@ from pepo.embedded.synthetic import IMAGE_SIZE, corpus
 from pepo.embedded.tiny import (
     CHAT_TEMPLATE, SPECIAL_TOKENS, TAG_TOKENS, build_qwen2_5_vl, build_tokenizer, tiny_generation_config,
 )
-from pepo.modeling import InternVLImageTextProcessor, Qwen3VLImageTextProcessor
+from pepo.modeling import InternVLImageTextProcessor, LlavaOnevisionImageTextProcessor, Qwen3VLImageTextProcessor
 
 __all__ = ["DEFAULT_FAMILY", "TINY_FAMILIES", "build_tiny_vlm"]
 
@@ -288,6 +288,46 @@ def build_smolvlm(hidden_size: int, num_layers: int, image_size: int):
     return _build_idefics3(hidden_size, num_layers, image_size, smolvlm=True)
 
 
+def build_llava_onevision(hidden_size: int, num_layers: int, image_size: int):
+    """``(config, model class, processor)`` of a tiny LLaVA-OneVision: SigLIP tower on 28 px tiles
+    (2 x 2 patches of 14 px), MLP projector, Qwen2 language model; anyres with one 28 px grid
+    pinpoint (the base tile and one resized tile, a newline token per row of patches);
+    :class:`pepo.modeling.LlavaOnevisionImageTextProcessor` with the PIL image processor."""
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil,
+    )
+
+    tile = 28
+    backend = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.train_from_iterator(corpus(), trainer=trainers.WordLevelTrainer(
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>", "[UNK]"]))
+    backend.add_tokens(TAG_TOKENS[:4])
+    template = CHAT_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>", "<image>\n")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="[UNK]",
+        padding_side="left", chat_template=template, model_max_length=1024)
+    ids = tokenizer.convert_tokens_to_ids
+    image_processor = LlavaOnevisionImageProcessorPil(size={"height": tile, "width": tile},
+                                                      image_grid_pinpoints=[[tile, tile]])
+    processor = LlavaOnevisionImageTextProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, num_image_tokens=(tile // 14) ** 2,
+        vision_feature_select_strategy="full", chat_template=template)
+    config = LlavaOnevisionConfig(
+        vision_config={"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+                       "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": tile, "patch_size": 14},
+        text_config={"model_type": "qwen2", "vocab_size": len(tokenizer), "hidden_size": hidden_size,
+                     "intermediate_size": 2 * hidden_size, "num_hidden_layers": num_layers,
+                     "num_attention_heads": hidden_size // 32, "num_key_value_heads": max(1, hidden_size // 64),
+                     "max_position_embeddings": 1024, "eos_token_id": ids("<|im_end|>"),
+                     "pad_token_id": ids("<|endoftext|>"), "bos_token_id": ids("<|endoftext|>")},
+        image_token_index=ids("<image>"), video_token_index=ids("<video>"), vision_feature_select_strategy="full",
+        vision_feature_layer=-1, image_grid_pinpoints=[[tile, tile]],
+    )
+    return config, LlavaOnevisionForConditionalGeneration, processor
+
+
 Builder = Callable[[int, int, int], tuple[PretrainedConfig, type, object]]
 #: family name -> builder ``(hidden_size, num_layers, image_size) -> (config, model class, processor)``
 TINY_FAMILIES: dict[str, Builder] = {
@@ -298,6 +338,7 @@ TINY_FAMILIES: dict[str, Builder] = {
     "gemma3": build_gemma3,
     "idefics3": build_idefics3,
     "smolvlm": build_smolvlm,
+    "llava_onevision": build_llava_onevision,
 }
 
 
