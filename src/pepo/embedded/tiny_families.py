@@ -5,16 +5,27 @@ word-level tokenizer with the family's special tokens and chat template (no down
 PIL image processor (no torchvision), and pepo's images-and-text subclass of the family's processor
 where the stock one insists on a torchvision video processor (:mod:`pepo.modeling`). The images are
 sized so that each becomes **4 image tokens** in every family (one per cell of the synthetic task's
-2 x 2 grid, :mod:`pepo.embedded.synthetic`).
+2 x 2 grid, :mod:`pepo.embedded.synthetic`), except LLaVA-OneVision's anyres layout (a base tile, a
+resized tile and a newline token per row).
 
-=============  ==========================================  ============================================
-family         model class                                 sizes
-=============  ==========================================  ============================================
-``qwen2_5_vl`` ``Qwen2_5_VLForConditionalGeneration``       the default (:mod:`pepo.embedded.tiny`)
-``qwen3_vl``   ``Qwen3VLForConditionalGeneration``          text hidden 128, 2 layers, head 32; vision
-                                                            1 block of width 32, 16 px patches, one
-                                                            deepstack merger after block 0
-=============  ==========================================  ============================================
+===================  ==========================================  ==============================================
+family               model class                                 processor (images and text)
+===================  ==========================================  ==============================================
+``qwen2_5_vl``       ``Qwen2_5_VLForConditionalGeneration``      the default (:mod:`pepo.embedded.tiny`)
+``qwen3_vl``         ``Qwen3VLForConditionalGeneration``         ``Qwen3VLImageTextProcessor``, 16 px patches,
+                                                                 one DeepStack merger
+``qwen3_5``          ``Qwen3_5ForConditionalGeneration``         the same; a BPE ``Qwen3_5Tokenizer``
+``internvl``         ``InternVLForConditionalGeneration``        ``InternVLImageTextProcessor`` (InternVL3)
+``gemma3``           ``Gemma3ForConditionalGeneration``          stock ``Gemma3Processor``
+``idefics3``         ``Idefics3ForConditionalGeneration``        stock ``Idefics3Processor``
+``smolvlm``          ``SmolVLMForConditionalGeneration``         stock ``Idefics3Processor`` (SmolVLM's needs
+                                                                 ``num2words`` and torchvision)
+``llava_onevision``  ``LlavaOnevisionForConditionalGeneration``  ``LlavaOnevisionImageTextProcessor`` (anyres)
+===================  ==========================================  ==============================================
+
+Text hidden size ``hidden_size`` (128), ``num_layers`` (2) decoder layers, a one-layer vision tower
+of width 32; random weights. Only Qwen2-VL / Qwen2.5-VL / Qwen3-VL get pepo's speed-ups
+(:mod:`pepo.families`); the others train with TRL's and transformers' plain computation.
 """
 
 from __future__ import annotations
