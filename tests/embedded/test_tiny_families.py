@@ -23,7 +23,8 @@ def test_the_families_and_an_unknown_one_refused_in_one_line(tmp_path):
 
 @pytest.mark.parametrize("family, stock, pepo_class, image_tokens", [
     ("qwen3_vl", "Qwen3VLProcessor", "Qwen3VLImageTextProcessor", 4),
-    ("llava_onevision", "LlavaOnevisionProcessor", "LlavaOnevisionImageTextProcessor", 8),
+    # anyres: the 2 x 2 base tile, the 2 x 2 resized tile and a newline after each of its rows
+    ("llava_onevision", "LlavaOnevisionProcessor", "LlavaOnevisionImageTextProcessor", 10),
 ])
 def test_saved_as_the_stock_processor_and_read_back_as_pepos(tmp_path, family, stock, pepo_class, image_tokens):
     path = build_tiny_vlm(tmp_path, seed=0, family=family)
