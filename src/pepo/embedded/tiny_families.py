@@ -24,8 +24,9 @@ family               model class                                 processor (imag
 ===================  ==========================================  ==============================================
 
 Text hidden size ``hidden_size`` (128), ``num_layers`` (2) decoder layers, a one-layer vision tower
-of width 32; random weights. Only Qwen2-VL / Qwen2.5-VL / Qwen3-VL get pepo's speed-ups
-(:mod:`pepo.families`); the others train with TRL's and transformers' plain computation.
+of width 32; random weights. Only the Qwen families get pepo's speed-ups (:mod:`pepo.families`:
+Qwen2.5-VL and Qwen3-VL all three, Qwen3.5 image sharing and the position index); the others train
+with TRL's and transformers' plain computation.
 """
 
 from __future__ import annotations

@@ -12,7 +12,10 @@ family                 ``model_type``               M-RoPE      image        pro
 Qwen2-VL               ``qwen2_vl``                 loop        yes          yes
 Qwen2.5-VL             ``qwen2_5_vl``               vectorised  yes          yes
 Qwen3-VL               ``qwen3_vl``                 vectorised  yes          yes
+Qwen3.5                ``qwen3_5``                  vectorised  yes          no (1)
 =====================  ===========================  =========  ===========  ============
+
+(1) its Gated DeltaNet layers' cache cannot be gathered to the batch's rows (transformers 5.24).
 
 * **M-RoPE index** (:mod:`pepo.mrope`): "vectorised" where the family's ``get_rope_index`` gives the
   same positions as :func:`pepo.mrope.rope_index` for images and text; "loop": transformers' own.
