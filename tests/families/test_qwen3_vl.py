@@ -85,7 +85,7 @@ def plain_transformers_loads(checkpoint, trained, processor):
         "Qwen2VLImageProcessor")
     tokenizer = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
     assert json.loads((checkpoint / "processor_config.json").read_text())["processor_class"] == "Qwen3VLProcessor"
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is the circle ?"}]}]
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is it ?"}]}]
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     batch = processor(text=[text], images=[Image.new("RGB", (56, 56), (0, 0, 200))], return_tensors="pt")
     with torch.no_grad():

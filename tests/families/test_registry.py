@@ -84,6 +84,7 @@ def test_the_docs_worked_example_turns_the_speed_ups_on_for_its_family(doc_examp
     types = (input_ids == 7).int()
     mask = (input_ids != 0).long()
     assert model.model.get_rope_index.func is rope_index
-    expected = type(plain.model).get_rope_index(plain.model, input_ids, types, image_grid_thw=grid[:2], attention_mask=mask)
+    expected = type(plain.model).get_rope_index(plain.model, input_ids, types, image_grid_thw=grid[:2],
+                                                attention_mask=mask)
     got = model.model.get_rope_index(input_ids, types, image_grid_thw=grid[:2], attention_mask=mask)
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])

@@ -224,8 +224,8 @@ def build_gemma3(hidden_size: int, num_layers: int, image_size: int):
                               "image_token": "<image_soft_token>"},
     )
     ids = tokenizer.convert_tokens_to_ids
-    processor = Gemma3Processor(image_processor=Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size}),
-                                tokenizer=tokenizer, image_seq_length=4, chat_template=GEMMA3_CHAT_TEMPLATE)
+    image_processor = Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size})
+    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=4, chat_template=GEMMA3_CHAT_TEMPLATE)
     config = Gemma3Config(
         text_config={"model_type": "gemma3_text", "vocab_size": len(tokenizer), "hidden_size": hidden_size,
                      "intermediate_size": 2 * hidden_size, "num_hidden_layers": num_layers, "head_dim": 32,

@@ -46,7 +46,7 @@ class Family:
     name: str
     model_types: tuple[str, ...]  # the config ``model_type`` values of its checkpoints
     backbone: Callable[[], type]  # the transformers class holding ``visual``, ``language_model`` and ``get_rope_index``
-    rope_index_parameters: tuple[str, ...]  # transformers' ``get_rope_index`` parameters pepo's callers were written for
+    rope_index_parameters: tuple[str, ...]  # transformers' ``get_rope_index`` parameters pepo's callers expect
     vectorised_rope_index: bool = False  # pepo.mrope.rope_index gives this family's positions (tested)
     tower_merged_outputs: tuple[str, ...] = ()  # the tower output's per-image-token fields; () turns image sharing off
     shares_prompts: bool = False  # pepo.prompt_sharing runs its prompts once (tested)

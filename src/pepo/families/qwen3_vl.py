@@ -1,4 +1,6 @@
-"""Qwen3-VL (``qwen3_vl``) and Qwen3.5 (``qwen3_5``, natively multimodal). Qwen3-VL: Qwen2.5-VL's image tokens and processor layout with 16 px patches, an
+"""Qwen3-VL (``qwen3_vl``) and Qwen3.5 (``qwen3_5``, natively multimodal).
+
+Qwen3-VL: Qwen2.5-VL's image tokens and processor layout with 16 px patches, an
 M-RoPE index with the same positions for images and text (its own for videos: timestamps), and
 DeepStack: the vision tower also returns ``deepstack_features``, one row per image token for each
 of a few tower layers, added to the first decoder layers' hidden states at the image positions.

@@ -134,8 +134,8 @@ class PEPOConfig(GRPOConfig, PerceptionAwareArguments):
     share_image_encoding: bool = field(
         default=True,
         metadata={
-            "help": "Run the vision tower once per distinct image of a forward (Qwen2-VL / Qwen2.5-VL / Qwen3-VL / Qwen3.5: "
-            "pepo.families): a GRPO batch holds each prompt's image num_generations times. Same output up to float "
+            "help": "Run the vision tower once per distinct image of a forward (Qwen2-VL / Qwen2.5-VL / Qwen3-VL / "
+            "Qwen3.5: pepo.families): a GRPO batch holds each prompt's image num_generations times. Same output up to float "
             "rounding; other families are unaffected."
         },
     )
