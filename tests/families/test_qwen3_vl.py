@@ -1,6 +1,6 @@
 """Qwen3-VL end to end: a tiny one from ``build_tiny_vlm(family="qwen3_vl")`` trained by ``pepo train``'s
 own code with PEPO_G (2 steps), PAPO and VPPO (1 step each, their masked forward on blackened
-Qwen3-VL patches), its saved checkpoint evaluated and analysed through the CLI and loaded in plain
+Qwen3-VL patches; Qwen3.5 too), its saved checkpoint evaluated and analysed through the CLI and loaded in plain
 transformers. Image sharing, prompt sharing and the vectorised M-RoPE index run in these trainings
 (the defaults); their equivalence to the plain computation is tested per family in
 tests/test_image_sharing.py, tests/test_prompt_sharing.py and tests/test_mrope.py."""
@@ -114,17 +114,21 @@ class MaskedForwards:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["papo", "vppo"])
-def test_qwen3_vl_trains_with_papo_and_vppo_on_blackened_patches(tiny_qwen3_vl_path, synthetic_data_dir, tmp_path,
-                                                                 length_reward_registered, method):
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5"])  # Qwen3.5: the same processor layout
+def test_qwen3_vl_trains_with_papo_and_vppo_on_blackened_patches(family, synthetic_data_dir, tmp_path,
+                                                                 length_reward_registered, method, request):
     from pepo.patch_masking import black_row
 
-    trainer = train(tiny_qwen3_vl_path, synthetic_data_dir, tmp_path / "run", length_reward_registered,
+    path = request.getfixturevalue(f"tiny_{family}_path")
+    trainer = train(path, synthetic_data_dir, tmp_path / "run", length_reward_registered,
                     "--max_steps", "1", "--weighting", "none", "--perception_aware", method)
     recorded = MaskedForwards(trainer)
     trainer.train()
     logs = [e for e in trainer.state.log_history if "loss" in e]
     assert len(logs) == 1 and logs[0]["grad_norm"] > 0
     assert ("papo/kl_prcp" if method == "papo" else "vppo/adv_scale/mean") in logs[0]
+    assert type(trainer.model).__name__ == {"qwen3_vl": "Qwen3VLForConditionalGeneration",
+                                            "qwen3_5": "Qwen3_5ForConditionalGeneration"}[family]
     [(original, masked)] = recorded.masked
     # the extra forward ran on the masked images (VPPO: also once on the originals, for the rollout log-probs)
     assert any(torch.equal(images, masked) for images in recorded.forwards)
