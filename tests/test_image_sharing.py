@@ -14,10 +14,10 @@ from pepo.modeling import load_model_and_processor
 CHANNELS = 3 * 2 * 14 * 14  # Qwen's pre-merge row: channels x temporal patch x 14 x 14 pixels
 
 
-def images_with_copies(grids: list[tuple[int, int, int]], order: list[int], seed: int = 0):
+def images_with_copies(grids: list[tuple[int, int, int]], order: list[int], seed: int = 0, channels: int = CHANNELS):
     """``pixel_values`` / ``grid_thw`` of the images ``order`` picks from one random image per grid."""
     generator = torch.Generator().manual_seed(seed)
-    distinct = [torch.randn(t * h * w, CHANNELS, generator=generator) for t, h, w in grids]
+    distinct = [torch.randn(t * h * w, channels, generator=generator) for t, h, w in grids]
     return torch.cat([distinct[i] for i in order]), torch.tensor([grids[i] for i in order])
 
 
@@ -25,12 +25,15 @@ def tower_of(model):
     return model.model.visual
 
 
-def test_the_tower_output_is_unchanged_and_only_distinct_images_are_encoded(tiny_vlm_path):
-    plain, _ = load_model_and_processor(tiny_vlm_path)
-    shared, _ = load_model_and_processor(tiny_vlm_path)
+def test_the_tower_output_is_unchanged_and_only_distinct_images_are_encoded(sharing_vlm_path):
+    plain, _ = load_model_and_processor(sharing_vlm_path)
+    shared, _ = load_model_and_processor(sharing_vlm_path)
     assert share_image_encoding(shared)
+    vision = plain.config.vision_config
+    channels = 3 * vision.temporal_patch_size * vision.patch_size**2  # 14 px patches (Qwen2.5-VL), 16 (Qwen3-VL)
     # two grids, eight images: every image three or more times, in an interleaved order
-    pixel_values, grid_thw = images_with_copies([(1, 4, 4), (1, 4, 8), (1, 8, 4)], [0, 1, 0, 2, 2, 1, 0, 2, 1])
+    pixel_values, grid_thw = images_with_copies([(1, 4, 4), (1, 4, 8), (1, 8, 4)], [0, 1, 0, 2, 2, 1, 0, 2, 1],
+                                                channels=channels)
     seen = []
     tower_of(shared).patch_embed.register_forward_hook(lambda module, args, out: seen.append(args[0].size(0)))
     expected = tower_of(plain)(pixel_values, grid_thw=grid_thw)
@@ -38,11 +41,16 @@ def test_the_tower_output_is_unchanged_and_only_distinct_images_are_encoded(tiny
     assert seen == [16 + 32 + 32]  # the three distinct images' rows, not the nine images' 224
     torch.testing.assert_close(got.pooler_output, expected.pooler_output, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(got.last_hidden_state, expected.last_hidden_state, rtol=1e-6, atol=1e-6)
+    # Qwen3-VL's deepstack features (one list entry per deepstack layer, a row per image token) too
+    deepstack = getattr(expected, "deepstack_features", None) or []
+    assert len(getattr(got, "deepstack_features", None) or []) == len(deepstack)
+    for got_layer, expected_layer in zip(got.deepstack_features if deepstack else [], deepstack):
+        torch.testing.assert_close(got_layer, expected_layer, rtol=1e-6, atol=1e-6)
 
 
-def test_logits_and_gradients_equal_encoding_every_copy(tiny_vlm_path):
-    plain, processor = load_model_and_processor(tiny_vlm_path)
-    shared, _ = load_model_and_processor(tiny_vlm_path)
+def test_logits_and_gradients_equal_encoding_every_copy(sharing_vlm_path):
+    plain, processor = load_model_and_processor(sharing_vlm_path)
+    shared, _ = load_model_and_processor(sharing_vlm_path)
     share_image_encoding(shared)
     from PIL import Image
 

@@ -2,8 +2,8 @@
 ``pepo.core`` imports nothing but torch and the standard library, and no module imports from a
 higher layer, lazily inside a function or not:
 
-    core  <  data, rewards, modeling, image_tokens, image_sharing, prompt_sharing, mrope, patch_masking, cli_checks,
-             shipped_recipes versions
+    core  <  data, rewards, modeling, families, image_tokens, image_sharing, prompt_sharing, mrope, patch_masking,
+             cli_checks, shipped_recipes versions
           <  trainer, evaluation  <  embedded, analysis  <  demo, cli, train
 """
 
@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # first name under pepo -> layer; "" is pepo/__init__.py (it re-exports pepo.core)
 LAYERS = {
     "": 0, "core": 0,
-    "data": 1, "rewards": 1, "modeling": 1, "image_tokens": 1, "image_sharing": 1, "prompt_sharing": 1, "mrope": 1,
+    "data": 1, "rewards": 1, "modeling": 1, "families": 1, "image_tokens": 1, "image_sharing": 1, "prompt_sharing": 1, "mrope": 1,
     "patch_masking": 1, "cli_checks": 1, "shipped_recipes": 1, "versions": 1,
     "trainer": 2, "evaluation": 2,
     "embedded": 3, "analysis": 3,

@@ -14,8 +14,8 @@ MERGE = 2  # the tiny VLM's spatial_merge_size, as Qwen2.5-VL's
 
 
 @pytest.fixture(scope="module")
-def inner(tiny_vlm_path):
-    model, _ = load_model_and_processor(tiny_vlm_path)
+def inner(sharing_vlm_path):  # Qwen2.5-VL's backbone, then Qwen3-VL's
+    model, _ = load_model_and_processor(sharing_vlm_path)
     assert model.config.vision_config.spatial_merge_size == MERGE
     return model.model
 
@@ -96,10 +96,10 @@ def test_runs_that_do_not_match_the_grids_go_to_transformers(inner, monkeypatch)
     assert calls == [1, 1]
 
 
-def test_installed_on_the_instance_and_the_forward_unchanged(tiny_vlm_path):
-    fast, processor = load_model_and_processor(tiny_vlm_path)  # pepo's loader installs it
+def test_installed_on_the_instance_and_the_forward_unchanged(sharing_vlm_path):
+    fast, processor = load_model_and_processor(sharing_vlm_path)  # pepo's loader installs it
     assert fast.model.get_rope_index.func is rope_index
-    plain = type(fast).from_pretrained(tiny_vlm_path)  # transformers' loader: the class's own method
+    plain = type(fast).from_pretrained(sharing_vlm_path)  # transformers' loader: the class's own method
     assert "get_rope_index" not in vars(plain.model)
     assert not vectorise_rope_index(torch.nn.Linear(2, 2))
     from PIL import Image

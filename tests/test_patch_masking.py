@@ -19,8 +19,12 @@ from pepo.patch_masking import (
 )
 
 
-def qwen_image_processor():
-    """Qwen2.5-VL's image processor settings (patch 14, merge 2, CLIP mean/std)."""
+def qwen_image_processor(family: str = "qwen2_5_vl"):
+    """Qwen2.5-VL's image processor settings (patch 14, merge 2, CLIP mean/std), or Qwen3-VL's
+    (the same processor class with patch 16 and mean = std = 0.5, as its preprocessor config has)."""
+    if family == "qwen3_vl":
+        return Qwen2VLImageProcessorPil(patch_size=16, merge_size=2, temporal_patch_size=2, min_pixels=32 * 32,
+                                        max_pixels=32 * 32 * 64, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     return Qwen2VLImageProcessorPil(
         patch_size=14, merge_size=2, temporal_patch_size=2, min_pixels=28 * 28, max_pixels=28 * 28 * 64,
         image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711],
@@ -34,29 +38,33 @@ def blackened_image(image: Image.Image, patches: torch.Tensor, patch_size: int) 
     return Image.fromarray(array)
 
 
-@pytest.mark.parametrize("size", [(56, 56), (84, 112), (112, 56)])
-def test_masked_rows_equal_processing_the_blackened_image(size):
-    processor = qwen_image_processor()
+@pytest.mark.parametrize("family, size", [("qwen2_5_vl", (56, 56)), ("qwen2_5_vl", (84, 112)), ("qwen2_5_vl", (112, 56)),
+                                          ("qwen3_vl", (64, 64)), ("qwen3_vl", (96, 128))])
+def test_masked_rows_equal_processing_the_blackened_image(family, size):
+    processor = qwen_image_processor(family)
+    patch = processor.patch_size
     rng = np.random.default_rng(sum(size))
-    # sides are multiples of 28 within the pixel bounds: the processor does not resize
+    # sides are multiples of 2 patches within the pixel bounds: the processor does not resize
     image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
     processed = processor(images=[image], return_tensors="pt")
     pixel_values, grid = processed["pixel_values"], processed["image_grid_thw"]
-    assert grid.tolist() == [[1, size[1] // 14, size[0] // 14]]
+    assert grid.tolist() == [[1, size[1] // patch, size[0] // patch]]
 
     row_mask = torch.rand(pixel_values.size(0), generator=torch.Generator().manual_seed(1)) < 0.5
     assert 0 < row_mask.sum() < row_mask.numel()
     masked = blacken_patches(pixel_values, row_mask, black_row(processor))
 
     positions = patch_positions(grid, processor.merge_size)
-    expected = processor(images=[blackened_image(image, positions[row_mask][:, 2:], 14)], return_tensors="pt")
+    expected = processor(images=[blackened_image(image, positions[row_mask][:, 2:], patch)], return_tensors="pt")
     assert torch.equal(masked, expected["pixel_values"])
     assert torch.equal(pixel_values, processor(images=[image], return_tensors="pt")["pixel_values"])  # not in place
 
 
-def test_black_row_is_a_black_patch():
-    processor = qwen_image_processor()
-    black = processor(images=[Image.new("RGB", (28, 28), (0, 0, 0))], return_tensors="pt")["pixel_values"]
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_black_row_is_a_black_patch(family):
+    processor = qwen_image_processor(family)
+    side = 2 * processor.patch_size
+    black = processor(images=[Image.new("RGB", (side, side), (0, 0, 0))], return_tensors="pt")["pixel_values"]
     assert torch.equal(black, black_row(processor).expand_as(black))
 
 

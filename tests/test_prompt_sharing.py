@@ -117,8 +117,8 @@ def score(model, call, inputs, labels, C):
     return log_probs.detach(), entropy.detach(), grads
 
 
-def test_log_probs_entropies_and_gradients_equal_the_plain_forward(tiny_vlm_path):
-    model, processor = load_model_and_processor(tiny_vlm_path)
+def test_log_probs_entropies_and_gradients_equal_the_plain_forward(prompt_sharing_vlm_path):
+    model, processor = load_model_and_processor(prompt_sharing_vlm_path)
     add_fused_lm_head(model, outputs=("log_probs", "entropy"))
     model.train()
     inputs, labels, C, valid = grpo_batch(processor)
@@ -136,8 +136,9 @@ def test_log_probs_entropies_and_gradients_equal_the_plain_forward(tiny_vlm_path
     torch.testing.assert_close(got[0][valid], expected[0][valid], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got[1][valid], expected[1][valid], rtol=1e-5, atol=1e-5)
     assert got[2].keys() == expected[2].keys() and len(got[2]) > 0
-    for name, grad in expected[2].items():
-        torch.testing.assert_close(got[2][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    for name, grad in expected[2].items():  # float32 sums in another order: rounding scales with the gradient's size
+        atol = 1e-6 * max(1.0, float(grad.abs().max()))
+        torch.testing.assert_close(got[2][name], grad, rtol=1e-4, atol=atol, msg=name)
 
 
 def test_batches_it_cannot_share_run_the_plain_forward(tiny_vlm_path):
@@ -156,13 +157,13 @@ def test_batches_it_cannot_share_run_the_plain_forward(tiny_vlm_path):
 
 
 @pytest.mark.parametrize("sampling", [dict(do_sample=False), dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0)])
-def test_generation_from_shared_prompts_gives_the_same_tokens(tiny_vlm_path, sampling):
+def test_generation_from_shared_prompts_gives_the_same_tokens(prompt_sharing_vlm_path, sampling):
     from transformers import GenerationConfig
 
     from pepo.prompt_sharing import share_prompt_prefill
 
-    plain, processor = load_model_and_processor(tiny_vlm_path)
-    shared, _ = load_model_and_processor(tiny_vlm_path)
+    plain, processor = load_model_and_processor(prompt_sharing_vlm_path)
+    shared, _ = load_model_and_processor(prompt_sharing_vlm_path)
     assert share_prompt_prefill(shared)
     inputs, _, C, _ = grpo_batch(processor)
     prompt = prompt_part(inputs, C)
@@ -182,11 +183,11 @@ def test_generation_from_shared_prompts_gives_the_same_tokens(tiny_vlm_path, sam
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_several_samples_per_prompt_as_pepo_eval_asks_them(tiny_vlm_path):
+def test_several_samples_per_prompt_as_pepo_eval_asks_them(prompt_sharing_vlm_path):
     """``num_return_sequences`` (pepo eval's avg@n): each prompt prefilled once, the same samples."""
     from pepo.prompt_sharing import generate_with_shared_prompts
 
-    model, processor = load_model_and_processor(tiny_vlm_path)
+    model, processor = load_model_and_processor(prompt_sharing_vlm_path)
     inputs, _, C, _ = grpo_batch(processor)
     distinct = [0, 1, 3]  # the batch's three distinct prompts, as an evaluation batch holds them
     prompt = prompt_part(inputs, C, distinct)
@@ -207,3 +208,20 @@ def test_several_samples_per_prompt_as_pepo_eval_asks_them(tiny_vlm_path):
     assert torch.equal(outputs[1].sequences, outputs[0].sequences)
     for got, expected in zip(outputs[1].logits, outputs[0].logits, strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_family_that_does_not_share_prompts_gets_the_plain_forward_and_generate(tiny_qwen3_5_path):
+    """Qwen3.5 (pepo.families: shares_prompts False, its linear attention cache cannot be gathered to rows):
+    no backbone, share_prompt_prefill leaves generate alone, generate_with_shared_prompts is generate."""
+    from pepo.prompt_sharing import generate_with_shared_prompts, share_prompt_prefill
+
+    model, processor = load_model_and_processor(tiny_qwen3_5_path)
+    assert sharing_backbone(model) is None and not share_prompt_prefill(model) and "generate" not in vars(model)
+    inputs, _, C, _ = grpo_batch(processor)
+    prompt = prompt_part(inputs, C)
+    prefill_rows = []
+    model.model.language_model.register_forward_hook(
+        lambda m, args, kwargs, out: prefill_rows.append(tuple(kwargs["inputs_embeds"].shape[:2])), with_kwargs=True)
+    generate_with_shared_prompts(model, **prompt, max_new_tokens=2, do_sample=False,
+                                 pad_token_id=processor.tokenizer.pad_token_id)
+    assert prefill_rows[0] == tuple(prompt["input_ids"].shape)  # every row's whole prompt: the plain prefill

@@ -87,12 +87,21 @@ def test_recorded_signatures_are_the_installed_ones():
     from accelerate.state import AcceleratorState
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel, Qwen2_5_VLModel
 
-    from pepo import image_sharing, modeling, mrope
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel
+    from transformers.models.qwen3_5.modeling_qwen3_5 import Qwen3_5Model, Qwen3_5VisionModel
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLModel, Qwen3VLVisionModel
+
+    from pepo import modeling
+    from pepo.families import qwen2_vl, qwen3_vl
     from pepo.trainer import cpu_sharding
 
     assert {name: parameters(getattr(GRPOTrainer, name)) for name in TRL_OVERRIDES} == TRL_OVERRIDES
-    assert parameters(Qwen2_5_VLModel.get_rope_index) == mrope.ROPE_INDEX_PARAMETERS
-    assert parameters(Qwen2_5_VisionTransformerPretrainedModel.forward) == image_sharing.TOWER_FORWARD_PARAMETERS
+    for family, backbone, tower in ((qwen2_vl.QWEN2_5_VL, Qwen2_5_VLModel, Qwen2_5_VisionTransformerPretrainedModel),
+                                    (qwen3_vl.QWEN3_VL, Qwen3VLModel, Qwen3VLVisionModel),
+                                    (qwen3_vl.QWEN3_5, Qwen3_5Model, Qwen3_5VisionModel)):
+        assert parameters(backbone.get_rope_index) == family.rope_index_parameters
+        assert parameters(tower.forward) == family.tower_forward_parameters
+    assert parameters(Qwen2VLModel.get_rope_index) == qwen2_vl.QWEN2_VL.rope_index_parameters
     assert parameters(AcceleratorState.__init__) == cpu_sharding.STATE_INIT_PARAMETERS
     for cls, methods in modeling._BYPASSED.items():
         assert {name: parameters(getattr(cls, name)) for name in methods} == methods

@@ -1,11 +1,13 @@
-"""Encode each distinct image of a batch once (Qwen2-VL / Qwen2.5-VL vision towers).
+"""Encode each distinct image of a batch once (the vision towers of the families :mod:`pepo.families`
+gives ``tower_merged_outputs``: Qwen2-VL, Qwen2.5-VL, Qwen3-VL).
 
 GRPO puts every prompt in the batch ``num_generations`` times, each copy with its own copy of the
 image: the demo's RL step runs the vision tower on 256 images of which 32 are distinct, twice (the
 generation's prefill and the loss forward). :func:`share_image_encoding` puts two hooks on the tower:
 before its forward, the images that are equal to an earlier one (same grid, same pixel bits) are
 dropped from ``pixel_values`` / ``grid_thw``; after it, every image's rows are gathered back from its
-first copy. The output is the one the tower gives on the whole batch, row for row; the gradient of
+first copy (the pre-merge ``last_hidden_state`` by patch rows; the family's per-image-token fields, such as
+Qwen3-VL's ``deepstack_features``, by token rows). The output is the one the tower gives on the whole batch, row for row; the gradient of
 a shared image is the sum over its copies, as it is when each copy is encoded on its own.
 
 Equality is exact: an integer fingerprint of each image's bits (integer sums without overflow, the same
@@ -23,6 +25,7 @@ from itertools import accumulate
 import torch
 from torch import nn
 
+from pepo.families import family_of
 from pepo.versions import signature_matches
 
 __all__ = ["image_fingerprints", "share_image_encoding"]
@@ -118,27 +121,33 @@ def _after(tower: nn.Module, args: tuple, kwargs: dict, output):
         return output
     if isinstance(output, torch.Tensor):  # towers that return the merged image tokens only
         return output[plan.merged_rows]
-    output.pooler_output = output.pooler_output[plan.merged_rows]
+    for name in tower._pepo_merged_outputs:  # one row per image token: a tensor, or a list of them (per layer)
+        value = getattr(output, name, None)
+        if isinstance(value, torch.Tensor):
+            setattr(output, name, value[plan.merged_rows])
+        elif value is not None:
+            setattr(output, name, [part[plan.merged_rows] for part in value])
     if output.last_hidden_state is not None:
         output.last_hidden_state = output.last_hidden_state[plan.rows]
     return output
 
 
-#: transformers 5.24's Qwen2-VL / Qwen2.5-VL vision tower forward, which the hooks were written for
-TOWER_FORWARD_PARAMETERS = ("self", "hidden_states", "grid_thw", "**kwargs")
-
-
 def share_image_encoding(model: nn.Module) -> bool:
-    """Hook ``model``'s Qwen2-VL-family vision tower so that each distinct image of a call is encoded
-    once. Returns whether a tower was hooked (other families are left as they are, and so is a tower
-    whose forward no longer has the parameters the hooks were written for: one warning)."""
-    towers = [m for m in model.modules() if hasattr(m, "spatial_merge_size") and hasattr(m, "merger")]
-    # the hooks read (hidden_states, grid_thw) and rewrite pooler_output / last_hidden_state
-    if any(not signature_matches("image_sharing.vision_tower", type(tower).forward, TOWER_FORWARD_PARAMETERS)
+    """Hook the vision tower(s) of ``model`` so that each distinct image of a call is encoded once.
+    Returns whether a tower was hooked: only a family that :mod:`pepo.families` gives
+    ``tower_merged_outputs`` is (the others encode every image, as transformers does), and not a tower
+    whose forward no longer has the parameters the hooks were written for (one warning)."""
+    family = family_of(model)
+    if family is None or not family.tower_merged_outputs:
+        return False
+    towers = [backbone.visual for backbone in family.backbones_in(model)]
+    # the hooks read (hidden_states, grid_thw) and rewrite the family's per-token fields and last_hidden_state
+    if any(not signature_matches("image_sharing.vision_tower", type(tower).forward, family.tower_forward_parameters)
            for tower in towers):
         return False
     for tower in towers:
         if not getattr(tower, "_pepo_shares_images", False):
+            tower._pepo_merged_outputs = family.tower_merged_outputs
             tower.register_forward_pre_hook(_before, with_kwargs=True)
             tower.register_forward_hook(_after, with_kwargs=True)
             tower._pepo_shares_images = True

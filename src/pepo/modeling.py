@@ -39,13 +39,15 @@ from transformers import (
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_utils import make_flat_list_of_images
 from transformers.models.internvl.processing_internvl import InternVLProcessor
+from transformers.models.llava_onevision.processing_llava_onevision import LlavaOnevisionProcessor
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
+from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 
 from pepo.mrope import vectorise_rope_index
 from pepo.versions import require_signature, signature_matches
 
 __all__ = [
-    "InternVLImageTextProcessor", "QwenVLImageTextProcessor", "freeze_vision", "image_size_check", "is_peft_model",
+    "InternVLImageTextProcessor", "LlavaOnevisionImageTextProcessor", "Qwen3VLImageTextProcessor", "QwenVLImageTextProcessor", "freeze_vision", "image_size_check", "is_peft_model",
     "load_model_and_processor", "load_processor",
 ]
 
@@ -59,6 +61,13 @@ _BYPASSED = {
     InternVLProcessor: {"__init__": ("self", "image_processor", "tokenizer", "video_processor", "image_seq_length",
                                      "chat_template", "**kwargs"),
                         "validate_inputs": ("self", "images", "text", "videos", "**kwargs")},
+    Qwen3VLProcessor: {"__init__": ("self", "image_processor", "tokenizer", "video_processor", "chat_template",
+                                    "**kwargs"),
+                       "validate_inputs": ("self", "images", "text", "videos", "audio", "**kwargs")},
+    LlavaOnevisionProcessor: {"__init__": ("self", "image_processor", "tokenizer", "video_processor", "num_image_tokens",
+                                           "vision_feature_select_strategy", "chat_template", "image_token",
+                                           "video_token", "vision_aspect_ratio", "**kwargs"),
+                              "validate_inputs": ("self", "images", "text", "videos", "audio", "**kwargs")},
 }
 # the methods QwenVLImageTextProcessor's image cache overrides or calls: a change leaves the cache and the
 # token-type lookup out (transformers' own methods run), one warning
@@ -281,6 +290,66 @@ class InternVLImageTextProcessor(_SavedAsStockProcessor, InternVLProcessor):
         return super().validate_inputs(images=images, text=text, videos=videos, **kwargs)
 
 
+class Qwen3VLImageTextProcessor(_SavedAsStockProcessor, Qwen3VLProcessor):
+    """Qwen3-VL processor for images and text only (no video processor), for the same reason as
+    :class:`QwenVLImageTextProcessor`: the stock ``Qwen3VLProcessor`` builds a torchvision video
+    processor. Same prompt expansion: each ``<|image_pad|>`` becomes ``grid_t * grid_h * grid_w /
+    merge_size**2`` copies, marked in ``mm_token_type_ids``. Saved as ``Qwen3VLProcessor``. (Unlike
+    :class:`QwenVLImageTextProcessor` it keeps no cache of preprocessed images.)"""
+
+    stock = Qwen3VLProcessor
+    video_processor_type = "Qwen3VLVideoProcessor"
+    video_settings = (*_SavedAsStockProcessor.video_settings, "patch_size", "temporal_patch_size", "merge_size")
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        # Qwen3VLProcessor.__init__'s token bookkeeping, minus the video processor
+        _check_bypassed(Qwen3VLProcessor, "modeling.Qwen3VLImageTextProcessor")
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kwargs)
+        for kind in ("image", "video"):
+            token = getattr(tokenizer, f"{kind}_token", None) or f"<|{kind}_pad|>"
+            setattr(self, f"{kind}_token", token)
+            setattr(self, f"{kind}_token_id", getattr(tokenizer, f"{kind}_token_id", None)
+                    or tokenizer.convert_tokens_to_ids(token))
+        for end in ("start", "end"):
+            token = getattr(tokenizer, f"vision_{end}_token", None) or f"<|vision_{end}|>"
+            setattr(self, f"vision_{end}_token", token)
+            setattr(self, f"vision_{end}_token_id", getattr(tokenizer, f"vision_{end}_token_id", None)
+                    or tokenizer.convert_tokens_to_ids(token))
+
+    def validate_inputs(self, images=None, text=None, videos=None, audio=None, **kwargs):
+        _refuse_videos(self, videos)
+        return super().validate_inputs(images=images, text=text, videos=videos, audio=audio, **kwargs)
+
+
+class LlavaOnevisionImageTextProcessor(_SavedAsStockProcessor, LlavaOnevisionProcessor):
+    """LLaVA-OneVision processor for images and text only (no video processor), for the same reason as
+    :class:`QwenVLImageTextProcessor`: the stock ``LlavaOnevisionProcessor`` builds a torchvision video
+    processor. Same prompt expansion (each ``<image>`` becomes the anyres count of placeholders). Saved
+    as ``LlavaOnevisionProcessor``."""
+
+    stock = LlavaOnevisionProcessor
+    video_processor_type = "LlavaOnevisionVideoProcessor"
+
+    def __init__(self, image_processor=None, tokenizer=None, num_image_tokens=None,
+                 vision_feature_select_strategy=None, chat_template=None, image_token="<image>", video_token="<video>",
+                 vision_aspect_ratio="anyres_max_9", **kwargs):
+        _check_bypassed(LlavaOnevisionProcessor, "modeling.LlavaOnevisionImageTextProcessor")
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kwargs)
+        # LlavaOnevisionProcessor.__init__'s token bookkeeping, minus the video processor
+        self.num_image_tokens = num_image_tokens
+        self.vision_feature_select_strategy = vision_feature_select_strategy
+        self.vision_aspect_ratio = vision_aspect_ratio
+        for kind, default in (("image", image_token), ("video", video_token)):
+            token = getattr(tokenizer, f"{kind}_token", None) or default
+            setattr(self, f"{kind}_token", token)
+            setattr(self, f"{kind}_token_id", getattr(tokenizer, f"{kind}_token_id", None)
+                    or tokenizer.convert_tokens_to_ids(token))
+
+    def validate_inputs(self, images=None, text=None, videos=None, audio=None, **kwargs):
+        _refuse_videos(self, videos)
+        return super().validate_inputs(images=images, text=text, videos=videos, audio=audio, **kwargs)
+
+
 class _QwenVLImageTextProcessorKey(PretrainedConfig):
     """Registry key only: ``AutoProcessor.register`` wants a config class, and registering under
     the real Qwen2-VL configs would replace the stock processor for every Qwen2-VL checkpoint.
@@ -354,6 +423,7 @@ def load_model_and_processor(
 # The stock processors pepo reads back as its images-and-text subclasses (no torchvision video processor).
 IMAGE_TEXT_PROCESSORS: dict[str, type[ProcessorMixin]] = {
     "Qwen2_5_VLProcessor": QwenVLImageTextProcessor, "InternVLProcessor": InternVLImageTextProcessor,
+    "Qwen3VLProcessor": Qwen3VLImageTextProcessor, "LlavaOnevisionProcessor": LlavaOnevisionImageTextProcessor,
 }
 
 

@@ -1,11 +1,11 @@
-"""Qwen2.5-VL's M-RoPE position index with tensor operations instead of a Python loop over rows.
+"""Qwen2.5-VL's and Qwen3-VL's M-RoPE position index with tensor operations instead of a Python loop over rows.
 
 transformers' ``Qwen2_5_VLModel.get_rope_index`` walks each row of the batch in Python (token types
 to a list, grouped, one ``arange`` per group): 41.0 ms against 1.6 ms for this module's form on the
 demo's 256 rows of 63 tokens, one CPU thread (``python benchmarks/bench_mrope.py``,
 ``benchmarks/results/bench_mrope.md``), and an RL step calls it twice (the generation's prefill and the loss forward).
 :func:`vectorise_rope_index` shadows the method on a model's instance with :func:`rope_index`, which
-returns the very same tensors (tested against transformers on random batches) in a fixed number of
+returns the very same tensors (for the families :mod:`pepo.families` marks ``vectorised_rope_index``) (tested against transformers on random batches) in a fixed number of
 tensor operations; batches with video tokens, and any batch whose image-token runs do not match
 ``image_grid_thw``, go to transformers' own method.
 
@@ -23,13 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pepo.families import family_of
 from pepo.versions import signature_matches
 
 __all__ = ["rope_index", "vectorise_rope_index"]
-
-#: transformers 5.24's ``Qwen2_5_VLModel.get_rope_index``, which :func:`rope_index` reproduces
-ROPE_INDEX_PARAMETERS = ("self", "input_ids", "mm_token_type_ids", "image_grid_thw", "video_grid_thw",
-                         "second_per_grid_ts", "attention_mask", "**kwargs")
 
 
 def rope_index(
@@ -42,16 +39,18 @@ def rope_index(
     attention_mask: torch.Tensor | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``model.get_rope_index`` (a ``Qwen2_5_VLModel``) for image and text tokens, vectorised.
+    """``model.get_rope_index`` (a ``Qwen2_5_VLModel`` or ``Qwen3VLModel``) for image and text tokens, vectorised.
 
     Args: input_ids (B, S); mm_token_type_ids (B, S): 0 text, 1 image, 2 video; image_grid_thw
     (N, 3), the images in batch order; attention_mask (B, S) or None.
     Returns position_ids (3, B, S) of ``input_ids``' dtype and the deltas (B, 1) that generation adds
     to the text positions of later tokens.
     """
+    if second_per_grid_ts is not None:  # Qwen2.5-VL's video timing; a Qwen3-VL takes no such parameter
+        kwargs["second_per_grid_ts"] = second_per_grid_ts
     fallback = functools.partial(
         type(model).get_rope_index, model, input_ids, mm_token_type_ids, image_grid_thw=image_grid_thw,
-        video_grid_thw=video_grid_thw, second_per_grid_ts=second_per_grid_ts, attention_mask=attention_mask, **kwargs,
+        video_grid_thw=video_grid_thw, attention_mask=attention_mask, **kwargs,
     )
     valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     if video_grid_thw is not None or bool(((mm_token_type_ids == 2) & valid).any()):
@@ -88,16 +87,18 @@ def rope_index(
 
 
 def vectorise_rope_index(model: nn.Module) -> bool:
-    """Shadow ``get_rope_index`` with :func:`rope_index` on every ``Qwen2_5_VLModel`` inside
-    ``model`` (an instance attribute: the class and other models are untouched). Returns whether one
-    was found; other families are left as they are, and so is every model when transformers' method
-    no longer has the parameters it was written for (one warning)."""
-    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel
-
-    found = [m for m in model.modules() if isinstance(m, Qwen2_5_VLModel)]
-    if found and not signature_matches("mrope.get_rope_index", Qwen2_5_VLModel.get_rope_index, ROPE_INDEX_PARAMETERS):
+    """Shadow ``get_rope_index`` with :func:`rope_index` on the backbones inside ``model`` of a family that
+    :mod:`pepo.families` marks ``vectorised_rope_index`` (an instance attribute: the class and other models
+    are untouched). Returns whether one was found; other families keep transformers' method, and so
+    does every model when that method no longer has the parameters it was written for (one warning)."""
+    family = family_of(model)
+    if family is None or not family.vectorised_rope_index:
+        return False
+    backbone = family.backbone()
+    found = family.backbones_in(model)
+    if found and not signature_matches("mrope.get_rope_index", backbone.get_rope_index, family.rope_index_parameters):
         return False
     for module in found:
-        if type(module).get_rope_index is Qwen2_5_VLModel.get_rope_index:  # a subclass's own stays
+        if type(module).get_rope_index is backbone.get_rope_index:  # a subclass's own stays
             module.get_rope_index = functools.partial(rope_index, module)
     return bool(found)

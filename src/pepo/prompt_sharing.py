@@ -1,4 +1,5 @@
-"""Score a GRPO batch with each distinct prompt run once (Qwen2-VL / Qwen2.5-VL).
+"""Score a GRPO batch with each distinct prompt run once (the families :mod:`pepo.families` marks
+``shares_prompts``: Qwen2-VL, Qwen2.5-VL, Qwen3-VL).
 
 A GRPO batch holds every prompt ``num_generations`` times, and the prompt is most of each row: the
 demo's rows are 47 prompt tokens (system turn, image, question) and about 12 completion tokens, so
@@ -40,8 +41,8 @@ from itertools import accumulate
 import torch
 from torch import nn
 
+from pepo.families import family_of
 from pepo.image_sharing import image_fingerprints
-from pepo.mrope import ROPE_INDEX_PARAMETERS
 from pepo.versions import signature_matches
 
 __all__ = [
@@ -203,27 +204,22 @@ class SharedPromptForward:
 
 
 def sharing_backbone(model: nn.Module) -> nn.Module | None:
-    """The one ``Qwen2VLModel`` / ``Qwen2_5_VLModel`` inside ``model`` (wrapped or not), else ``None``:
-    the families whose positions :class:`SharedPromptForward` knows how to slice."""
-    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel
-    from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel
-
-    found = [m for m in model.modules() if isinstance(m, (Qwen2VLModel, Qwen2_5_VLModel))]
+    """The one backbone (``Qwen2VLModel``, ``Qwen2_5_VLModel``, ``Qwen3VLModel``, ...) inside ``model``
+    (wrapped or not) of a family that :mod:`pepo.families` marks ``shares_prompts``, else ``None``: the
+    families whose positions :class:`SharedPromptForward` knows how to slice."""
+    family = family_of(model)
+    if family is None or not family.shares_prompts:
+        return None
+    found = family.backbones_in(model)
     if len(found) != 1:
         return None
     backbone = found[0]
-    rope_parameters = ROPE_INDEX_PARAMETERS if isinstance(backbone, Qwen2_5_VLModel) else _QWEN2_VL_ROPE_INDEX
     # the calls below pass get_rope_index these names, and the forward a cache and M-RoPE position_ids
-    if not (signature_matches("prompt_sharing", type(backbone).get_rope_index, rope_parameters)
-            and signature_matches("prompt_sharing", type(backbone).forward, _FORWARD_INPUTS, exact=False)):
+    if not (signature_matches("prompt_sharing", type(backbone).get_rope_index, family.rope_index_parameters)
+            and signature_matches("prompt_sharing", type(backbone).forward, family.backbone_forward_inputs,
+                                  exact=False)):
         return None
     return backbone
-
-
-# transformers 5.24's Qwen2VLModel.get_rope_index (Qwen2.5-VL's adds second_per_grid_ts)
-_QWEN2_VL_ROPE_INDEX = tuple(name for name in ROPE_INDEX_PARAMETERS if name != "second_per_grid_ts")
-_FORWARD_INPUTS = ("input_ids", "attention_mask", "position_ids", "cache", "pixel_values", "image_grid_thw",
-                   "use_cache")
 
 
 # model inputs the shared prefill does not handle: generate runs as it is

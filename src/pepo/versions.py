@@ -78,6 +78,12 @@ PATCHES = {
     "modeling.InternVLImageTextProcessor": Patch(
         "pepo.modeling.InternVLImageTextProcessor", "transformers InternVLProcessor (__init__ bypassed, "
         "validate_inputs)", "refuses"),
+    "modeling.Qwen3VLImageTextProcessor": Patch(
+        "pepo.modeling.Qwen3VLImageTextProcessor", "transformers Qwen3VLProcessor (__init__ bypassed, "
+        "validate_inputs)", "refuses"),
+    "modeling.LlavaOnevisionImageTextProcessor": Patch(
+        "pepo.modeling.LlavaOnevisionImageTextProcessor", "transformers LlavaOnevisionProcessor (__init__ bypassed, "
+        "validate_inputs)", "refuses"),
     "argparse._actions": Patch("pepo.versions.argparse_actions", "argparse ArgumentParser._actions", "refuses"),
 }
 

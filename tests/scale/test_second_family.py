@@ -1,5 +1,5 @@
-"""A second model family end to end: a tiny InternVL3 (``tiny_internvl.py``: built from config, its
-own tokenizer and chat template, InternVL's processor without torchvision) trained 2 steps with
+"""A second model family end to end: a tiny InternVL3 (``build_tiny_vlm(family="internvl")``: built from
+config, its own tokenizer and chat template, InternVL's processor without torchvision) trained 2 steps with
 PEPO_G by ``pepo train``'s own code, its image token found without being named, and evaluated
 with ``pepo eval``."""
 
@@ -14,12 +14,13 @@ from pepo.cli import main as pepo_main
 
 from . import replay
 from .test_multiprocess import ROOT
-from .tiny_internvl import build_tiny_internvl
 
 
 @pytest.fixture(scope="module")
 def internvl_path(tmp_path_factory):
-    return build_tiny_internvl(tmp_path_factory.mktemp("tiny_internvl"), seed=0)
+    from pepo.embedded import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("tiny_internvl"), seed=0, family="internvl", hidden_size=64)
 
 
 @pytest.fixture
@@ -53,6 +54,12 @@ def test_tiny_internvl3_trains_with_pepo_g_and_is_evaluated(internvl_path, synth
     assert type(model).__name__ == "InternVLForConditionalGeneration"
     tokenizer = trainer.processing_class.tokenizer
     assert trainer.image_token_id == tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>") != tokenizer.unk_token_id
+    from pepo.families import family_of
+    from pepo.prompt_sharing import sharing_backbone
+
+    # pepo's Qwen speed-ups do not apply (no family registered): TRL's and transformers' plain computation
+    assert family_of(model) is None and sharing_backbone(model) is None and trainer._shared_prompt_model(model, 8) is model
+    assert not any(getattr(m, "_pepo_shares_images", False) for m in model.modules())
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer.train()
     trainer.save_model(str(out))

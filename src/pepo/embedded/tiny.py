@@ -1,6 +1,6 @@
 """The embedded tiny VLM: a real Qwen2.5-VL, small enough to train on a laptop CPU in minutes.
 
-:func:`build_tiny_vlm` writes a complete checkpoint directory, the same files a Qwen2.5-VL-3B
+:func:`pepo.embedded.build_tiny_vlm` (default family ``qwen2_5_vl``, built here) writes a complete checkpoint directory, the same files a Qwen2.5-VL-3B
 download has (``config.json``, ``model.safetensors``, ``generation_config.json``, tokenizer and
 processor files), so every code path that serves the real model (processor, image-token expansion,
 TRL's VLM handling, generation, PEPO's hidden-state capture) runs on it unchanged:
@@ -21,9 +21,6 @@ TRL's VLM handling, generation, PEPO's hidden-state capture) runs on it unchange
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, PreTrainedTokenizerFast
 from transformers.models.qwen2_5_vl import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
@@ -32,7 +29,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from pepo.embedded.synthetic import IMAGE_SIZE, corpus
 from pepo.modeling import QwenVLImageTextProcessor
 
-__all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_tiny_vlm", "build_processor"]
+__all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_processor", "build_qwen2_5_vl", "build_tokenizer"]
 
 # Qwen2-VL's special tokens, in Qwen's order (ids differ: this vocabulary is tiny).
 SPECIAL_TOKENS = [
@@ -132,29 +129,16 @@ def tiny_config(tokenizer: PreTrainedTokenizerFast, hidden_size: int = 128, num_
     )
 
 
-def build_tiny_vlm(
-    output_dir: str | Path, seed: int = 0, *, hidden_size: int = 128, num_layers: int = 2, image_size: int = IMAGE_SIZE
-) -> Path:
-    """Build the tiny Qwen2.5-VL (random weights from ``seed``) and save it to ``output_dir``.
+def tiny_generation_config(config) -> GenerationConfig:
+    """Sampling at temperature 1 (GRPO's rollouts), ending at the config's eos token."""
+    text = config.get_text_config()
+    return GenerationConfig(eos_token_id=text.eos_token_id, pad_token_id=text.pad_token_id,
+                            bos_token_id=text.bos_token_id, do_sample=True, temperature=1.0, top_p=1.0)
 
-    Reload it like any checkpoint: ``pepo.modeling.load_model_and_processor(output_dir)``.
-    Returns ``output_dir`` as a ``Path``.
-    """
-    output_dir = Path(output_dir)
+
+def build_qwen2_5_vl(hidden_size: int, num_layers: int, image_size: int):
+    """``(model config, model class, processor)`` of the tiny Qwen2.5-VL (:func:`pepo.embedded.build_tiny_vlm`'s
+    default family)."""
     tokenizer = build_tokenizer(corpus())
-    processor = build_processor(tokenizer, image_size)
-    config = tiny_config(tokenizer, hidden_size, num_layers)
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).float()
-    model.generation_config = GenerationConfig(
-        eos_token_id=config.text_config.eos_token_id,
-        pad_token_id=config.text_config.pad_token_id,
-        bos_token_id=config.text_config.bos_token_id,
-        do_sample=True,
-        temperature=1.0,
-        top_p=1.0,
-    )
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
-    return output_dir
+    return tiny_config(tokenizer, hidden_size, num_layers), Qwen2_5_VLForConditionalGeneration, \
+        build_processor(tokenizer, image_size)

@@ -126,17 +126,17 @@ class PEPOConfig(GRPOConfig, PerceptionAwareArguments):
         metadata={
             "help": "Run each group's shared prompt once: generation prefills the distinct prompts and continues every "
             "completion from their key/value cache, and the loss (and reference / old log-prob) forward scores the "
-            "completions on top of it (Qwen2-VL / Qwen2.5-VL; pepo.prompt_sharing). Same tokens, log-probs and "
-            "gradients up to float rounding. Other families run as before; so does the loss forward under activation "
-            "checkpointing, FSDP or DeepSpeed (docs/scaling.md)."
+            "completions on top of it (Qwen2-VL / Qwen2.5-VL / Qwen3-VL: pepo.families; pepo.prompt_sharing). Same "
+            "tokens, log-probs and gradients up to float rounding. Other families run as before; so does the loss "
+            "forward under activation checkpointing, FSDP or DeepSpeed (docs/scaling.md)."
         },
     )
     share_image_encoding: bool = field(
         default=True,
         metadata={
-            "help": "Run the vision tower once per distinct image of a forward (Qwen2-VL / Qwen2.5-VL): a GRPO batch "
-            "holds each prompt's image num_generations times. Same output up to float rounding; other families "
-            "are unaffected."
+            "help": "Run the vision tower once per distinct image of a forward (Qwen2-VL / Qwen2.5-VL / Qwen3-VL / "
+            "Qwen3.5: pepo.families): a GRPO batch holds each prompt's image num_generations times. Same output up to float "
+            "rounding; other families are unaffected."
         },
     )
 

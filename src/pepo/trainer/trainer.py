@@ -150,7 +150,7 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
         # what the weighting mode declared it needs (None: weighting "none", the base algorithm)
         self._weighting_mode = WEIGHTING_MODES.get(config.weighting)
         self._check_perception_is_possible(type(model).__name__)
-        self._sharing_backbones: dict[int, Any] = {}  # id(model) -> its Qwen2-VL-family backbone, or None
+        self._sharing_backbones: dict[int, Any] = {}  # id(model) -> its backbone (pepo.families), or None
         self._weight_handshake = WeightHandshake()  # how the weights reach TRL's loss: pepo.trainer.handshake
         self._pepo_clock = PEPOClock()  # PEPO's own compute, per optimiser step
         self._pending_nonfinite: list = []  # on_nonfinite="error": (step, bad rows, completion ids) per micro-step
@@ -220,7 +220,7 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
 
     def _shared_prompt_model(self, model, logits_to_keep, on_prefix=None):
         """``model``, or a :class:`~pepo.prompt_sharing.SharedPromptForward` over it when
-        ``share_prompts`` is on and ``model`` is a Qwen2-VL-family model outside FSDP / DeepSpeed (it runs the plain forward
+        ``share_prompts`` is on and ``model``'s family shares prompts (:mod:`pepo.families`) outside FSDP / DeepSpeed (it runs the plain forward
         under activation checkpointing)."""
         # FSDP2 frees the gathered weights of a forward's backward when the next forward starts (tests/scale/
         # test_sharded.py fails with it); DeepSpeed ZeRO-3 gathers the same way and is not tested here
