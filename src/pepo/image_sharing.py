@@ -20,12 +20,12 @@ already reads the grid sizes to build its position and window indices.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import accumulate
 
 import torch
 from torch import nn
 
 from pepo.families import family_of
+from pepo.families.image_rows import image_rows, rows_of
 from pepo.versions import signature_matches
 
 __all__ = ["image_fingerprints", "share_image_encoding"]
@@ -66,35 +66,30 @@ def image_fingerprints(pixel_values: torch.Tensor, sizes: list[int]) -> list[int
     return torch.zeros(len(sizes), dtype=torch.int64, device=bits.device).index_add_(0, image, mixed).tolist()
 
 
-def _ranges(starts: list[int], sizes: list[int], images: list[int], unit: int = 1) -> torch.Tensor:
-    return torch.cat([torch.arange(starts[i] // unit, (starts[i] + sizes[i]) // unit) for i in images])
-
-
 def _plan(pixel_values: torch.Tensor, grid_thw: torch.Tensor, merge: int) -> _Plan | None:
     """How to encode only the distinct images of the batch, or ``None`` when all are distinct."""
     grids = [tuple(g) for g in grid_thw.tolist()]
     if len(grids) < 2:
         return None
-    sizes = [t * h * w for t, h, w in grids]
-    fingerprints = image_fingerprints(pixel_values, sizes)
+    rows = image_rows(grids)
+    fingerprints = image_fingerprints(pixel_values, [len(r) for r in rows])
     first: dict[tuple, int] = {}
     source = [first.setdefault(key, i) for i, key in enumerate(zip(grids, fingerprints))]  # each image's first copy
     distinct = sorted(set(source))
     if len(distinct) == len(grids):
         return None
-    starts = [0, *accumulate(sizes)][:-1]
     device = pixel_values.device
-    if not torch.equal(pixel_values, pixel_values[_ranges(starts, sizes, source).to(device)]):
+    if not torch.equal(pixel_values, pixel_values[rows_of(rows, source, device)]):
         return None  # a fingerprint collision: encode the whole batch
-    # the distinct images, encoded back to back: where each one's rows start there
-    packed_start = dict(zip(distinct, [0, *accumulate(sizes[j] for j in distinct)]))
-    packed_starts = [packed_start[j] for j in source]
-    image_order = list(range(len(source)))
+    # the distinct images, encoded back to back: each image's rows there are its first copy's
+    packed = {j: i for i, j in enumerate(distinct)}
+    packed_source = [packed[j] for j in source]
+    packed_grids = [grids[j] for j in distinct]
     return _Plan(
         keep_images=torch.tensor(distinct, device=grid_thw.device),
-        keep_rows=_ranges(starts, sizes, distinct).to(device),
-        rows=_ranges(packed_starts, sizes, image_order).to(device),
-        merged_rows=_ranges(packed_starts, sizes, image_order, merge * merge).to(device),
+        keep_rows=rows_of(rows, distinct, device),
+        rows=rows_of(image_rows(packed_grids), packed_source, device),
+        merged_rows=rows_of(image_rows(packed_grids, merge), packed_source, device),
     )
 
 

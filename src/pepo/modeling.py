@@ -43,6 +43,7 @@ from transformers.models.llava_onevision.processing_llava_onevision import Llava
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 
+from pepo.families.image_rows import image_rows
 from pepo.mrope import vectorise_rope_index
 from pepo.versions import require_signature, signature_matches
 
@@ -210,16 +211,16 @@ def _concatenate(values: list):
 
 def _split_per_image(processed, n_images: int) -> list[dict] | None:
     """Qwen2-VL image processor output for ``n_images`` images -> one output per image: ``pixel_values``
-    rows go by ``image_grid_thw.prod()``, every per-image field by one row. None for anything else."""
+    rows go by :func:`~pepo.families.image_rows.image_rows`, every per-image field by one row. None for anything
+    else."""
     grid = processed.get("image_grid_thw")
     if grid is None or len(grid) != n_images:
         return None
-    rows = [int(np.prod(np.asarray(g))) for g in grid]
-    bounds = np.cumsum([0, *rows]).tolist()
+    rows = image_rows(grid)
     parts: list[dict] = [{} for _ in range(n_images)]
     for name, value in processed.items():
-        if len(value) == bounds[-1] and name == "pixel_values":
-            pieces = [value[a:b] for a, b in zip(bounds, bounds[1:])]
+        if len(value) == (rows[-1].stop if rows else 0) and name == "pixel_values":
+            pieces = [value[r.start : r.stop] for r in rows]
         elif len(value) == n_images:
             pieces = [value[i : i + 1] for i in range(n_images)]
         else:

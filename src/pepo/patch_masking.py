@@ -22,6 +22,8 @@ import hashlib
 
 import torch
 
+from pepo.families.image_rows import image_rows
+
 REQUIRED_ATTRIBUTES = ("patch_size", "merge_size", "temporal_patch_size", "image_mean", "image_std")
 
 
@@ -92,7 +94,7 @@ def random_patch_masks(
         raise ValueError(f"random_patch_masks: prob must be in [0, 1], got {prob}")
     if len(num_images) != len(group_ids):
         raise ValueError(f"random_patch_masks: {len(num_images)} rows in num_images but {len(group_ids)} group ids")
-    sizes = image_grid_thw.prod(-1).tolist()
+    sizes = [len(rows) for rows in image_rows(image_grid_thw)]
     masks, image = [], 0
     for group, count in zip(group_ids, num_images, strict=True):
         for i in range(count):

@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from itertools import accumulate
 
 import torch
 from torch import nn
 
 from pepo.families import family_of
+from pepo.families.image_rows import image_rows, rows_of
 from pepo.image_sharing import image_fingerprints
 from pepo.versions import signature_matches
 
@@ -66,7 +66,7 @@ def _images_of_rows(
 ) -> list[list[int]]:
     """The batch's images (indices, in order) that each row holds, matched by image-token counts."""
     tokens_per_row = (prompt_ids == image_token_id).sum(1).tolist()
-    tokens_per_image = (image_grid_thw.prod(-1) // (merge * merge)).tolist()
+    tokens_per_image = [len(tokens) for tokens in image_rows(image_grid_thw, merge)]
     rows, image = [], 0
     for tokens in tokens_per_row:
         held = []
@@ -80,12 +80,6 @@ def _images_of_rows(
     if image != len(tokens_per_image):
         raise ValueError("image tokens do not match image_grid_thw")
     return rows
-
-
-def _pixel_rows(images: list[int], starts: list[int], sizes: list[int], device) -> torch.Tensor:
-    if not images:
-        return torch.zeros(0, dtype=torch.long, device=device)
-    return torch.cat([torch.arange(starts[i], starts[i] + sizes[i]) for i in images]).to(device)
 
 
 def prompt_groups(
@@ -103,17 +97,15 @@ def prompt_groups(
     device = prompt_ids.device
     row_images: list[list[int]] = [[] for _ in range(prompt_ids.size(0))]
     image_keys: list[tuple] = []
-    starts: list[int] = []
-    sizes: list[int] = []
+    pixel_rows: list[range] = []
     if pixel_values is not None and image_grid_thw is not None and image_grid_thw.numel() > 0:
         try:
             row_images = _images_of_rows(masked, image_grid_thw, image_token_id, merge)
         except ValueError:
             return None
         grids = [tuple(g) for g in image_grid_thw.tolist()]
-        sizes = [t * h * w for t, h, w in grids]
-        starts = [0, *accumulate(sizes)][:-1]
-        image_keys = list(zip(grids, image_fingerprints(pixel_values, sizes)))
+        pixel_rows = image_rows(grids)
+        image_keys = list(zip(grids, image_fingerprints(pixel_values, [len(rows) for rows in pixel_rows])))
     first: dict[tuple, int] = {}
     source = [
         first.setdefault((tuple(ids), tuple(image_keys[i] for i in held)), row)
@@ -122,8 +114,8 @@ def prompt_groups(
     first_rows = sorted(set(source))
     if len(first_rows) == len(source):
         return None
-    if sizes:  # the token ids were compared exactly; the images' fingerprints only propose their groups
-        copied = _pixel_rows([i for row in source for i in row_images[row]], starts, sizes, device)
+    if pixel_rows:  # the token ids were compared exactly; the images' fingerprints only propose their groups
+        copied = rows_of(pixel_rows, [i for row in source for i in row_images[row]], device)
         if not torch.equal(pixel_values, pixel_values[copied]):
             return None
     position = {row: i for i, row in enumerate(first_rows)}
@@ -132,7 +124,7 @@ def prompt_groups(
         first_rows=torch.tensor(first_rows, device=device),
         inverse=torch.tensor([position[row] for row in source], device=device),
         first_images=torch.tensor(first_images, dtype=torch.long, device=device),
-        first_pixel_rows=_pixel_rows(first_images, starts, sizes, device),
+        first_pixel_rows=rows_of(pixel_rows, first_images, device),
     )
 
 

@@ -25,6 +25,10 @@ Qwen3.5                ``qwen3_5``                  vectorised  yes          no 
 * **prompt sharing** (:mod:`pepo.prompt_sharing`): each distinct prompt runs once into a key/value
   cache; needs the backbone's ``get_rope_index`` and a forward taking ``cache`` and M-RoPE ``position_ids``.
 
+Which rows of ``pixel_values`` belong to which image (for the processors giving ``image_grid_thw``)
+is said once, in :mod:`pepo.families.image_rows`; image and prompt sharing, patch masking, the
+image-processor cache and dynamic sampling read it there.
+
 Add a family with one module defining a :class:`Family` and one :func:`register_family` call
 (``docs/families.md`` has a worked example).
 """

@@ -38,6 +38,8 @@ import torch
 from datasets import IterableDataset
 from trl.trainer.utils import pad
 
+from pepo.families.image_rows import image_rows
+
 # Per-row tensors, by which end they are padded on when rows of different batches are merged.
 PROMPT_KEYS = {"prompt_ids": "pad", "prompt_mask": 0}  # left-padded
 COMPLETION_KEYS = {  # right-padded
@@ -106,11 +108,8 @@ def _pixel_spans(batch, n, image_spans, tile_spans) -> list[tuple[int, int]]:
     """Which ``pixel_values`` rows belong to each completion row (same layouts as TRL's forward)."""
     pixel_values = batch["pixel_values"]
     if "image_grid_thw" in batch:
-        rows_per_image = batch["image_grid_thw"].prod(-1).tolist()
-        cum = [0]
-        for r in rows_per_image:
-            cum.append(cum[-1] + int(r))
-        return [(cum[a], cum[b]) for a, b in image_spans]
+        bounds = [0, *(rows.stop for rows in image_rows(batch["image_grid_thw"]))]  # image i: bounds[i]:bounds[i + 1]
+        return [(bounds[a], bounds[b]) for a, b in image_spans]
     if tile_spans is not None:
         return tile_spans
     if image_spans is not None and pixel_values.size(0) == image_spans[-1][1]:
