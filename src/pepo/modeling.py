@@ -117,6 +117,10 @@ class _SavedAsStockProcessor:
         output["video_processor"] = {"video_processor_type": self.video_processor_type, **video}
         return output
 
+    def validate_inputs(self, images=None, text=None, videos=None, **kwargs):
+        _refuse_videos(self, videos)  # images and text only: no video processor was built
+        return super().validate_inputs(images=images, text=text, videos=videos, **kwargs)
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         files = super().save_pretrained(save_directory, *args, **kwargs)
         # ProcessorMixin stamped the tokenizer's config with type(self).__name__: stamp the stock class instead
@@ -152,10 +156,6 @@ class QwenVLImageTextProcessor(_SavedAsStockProcessor, Qwen2_5_VLProcessor):
             self.video_token
         )
         ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kwargs)
-
-    def validate_inputs(self, images=None, text=None, videos=None, audio=None, **kwargs):
-        _refuse_videos(self, videos)
-        return super().validate_inputs(images=images, text=text, videos=videos, audio=audio, **kwargs)
 
     #: bytes of preprocessed images kept per processor (least recently used dropped first); 0 turns the cache off
     image_cache_bytes: int = 256 * 2**20
@@ -286,10 +286,6 @@ class InternVLImageTextProcessor(_SavedAsStockProcessor, InternVLProcessor):
             f"(?P<image>{re.escape(self.image_token)})|(?P<video>{re.escape(self.video_token)})"
         )
 
-    def validate_inputs(self, images=None, text=None, videos=None, **kwargs):
-        _refuse_videos(self, videos)
-        return super().validate_inputs(images=images, text=text, videos=videos, **kwargs)
-
 
 class Qwen3VLImageTextProcessor(_SavedAsStockProcessor, Qwen3VLProcessor):
     """Qwen3-VL processor for images and text only (no video processor), for the same reason as
@@ -317,10 +313,6 @@ class Qwen3VLImageTextProcessor(_SavedAsStockProcessor, Qwen3VLProcessor):
             setattr(self, f"vision_{end}_token_id", getattr(tokenizer, f"vision_{end}_token_id", None)
                     or tokenizer.convert_tokens_to_ids(token))
 
-    def validate_inputs(self, images=None, text=None, videos=None, audio=None, **kwargs):
-        _refuse_videos(self, videos)
-        return super().validate_inputs(images=images, text=text, videos=videos, audio=audio, **kwargs)
-
 
 class LlavaOnevisionImageTextProcessor(_SavedAsStockProcessor, LlavaOnevisionProcessor):
     """LLaVA-OneVision processor for images and text only (no video processor), for the same reason as
@@ -345,10 +337,6 @@ class LlavaOnevisionImageTextProcessor(_SavedAsStockProcessor, LlavaOnevisionPro
             setattr(self, f"{kind}_token", token)
             setattr(self, f"{kind}_token_id", getattr(tokenizer, f"{kind}_token_id", None)
                     or tokenizer.convert_tokens_to_ids(token))
-
-    def validate_inputs(self, images=None, text=None, videos=None, audio=None, **kwargs):
-        _refuse_videos(self, videos)
-        return super().validate_inputs(images=images, text=text, videos=videos, audio=audio, **kwargs)
 
 
 class _QwenVLImageTextProcessorKey(PretrainedConfig):
