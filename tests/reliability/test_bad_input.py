@@ -132,7 +132,41 @@ def test_text_only_rows_beside_image_rows_are_trained_not_refused(make_trainer, 
     assert batch["num_images"] == [1, 1, 0, 0, 2, 2, 0, 0]
 
 
-def test_pepo_train_refuses_a_perception_mode_on_text_only_data(tiny_vlm_path, synthetic_data_dir, tmp_path, capsys):
+def _stream(rows: Dataset, examples: int = 4):
+    """The rows as a stream (``IterableDataset``), and the first ``examples`` of them as TRL's sampler would give them."""
+    return rows.to_iterable_dataset(), [rows[i % len(rows)] for i in range(examples)]
+
+
+def test_a_perception_mode_refuses_a_stream_without_an_image_column(make_trainer):
+    text_stream, _ = _stream(_text_only_rows(None))
+    make_trainer(weighting="exploration", dataset=text_stream)
+    with pytest.raises(ValueError, match=r"^weighting='pepo' needs the perception prior at the image tokens, but no "
+                       r"row of train_dataset has an image"):
+        make_trainer(weighting="pepo", dataset=text_stream)
+
+
+@pytest.mark.parametrize("image_column", ["image", "images"])
+def test_a_stream_whose_first_generation_batch_has_no_image_is_refused_before_its_loss(make_trainer, image_column):
+    # a stream cannot be read ahead: its image column may be empty in every row; before, every weight was 1
+    stream, examples = _stream(_text_only_rows(image_column))
+    make_trainer(weighting="exploration", dataset=stream)
+    trainer = make_trainer(weighting="pepo", dataset=stream)
+    with pytest.raises(ValueError, match=r"^weighting='pepo' needs the perception prior at the image tokens, but the "
+                       r"first generation batch of the streamed train_dataset has no image row .*: if the stream has "
+                       r"image rows, put one among its first"):
+        trainer._generate_and_score_completions(examples)
+
+
+def test_a_stream_of_image_rows_trains_under_a_perception_mode(make_trainer):
+    from tests.trainer.conftest import image_dataset
+
+    stream, examples = _stream(image_dataset())
+    batch = make_trainer(weighting="pepo", dataset=stream)._generate_and_score_completions(examples)
+    assert batch["num_images"] == [1, 1, 1, 1]
+
+
+def test_pepo_train_refuses_a_perception_mode_on_text_only_data(tiny_vlm_path, synthetic_data_dir, tmp_path, capsys,
+                                                                 monkeypatch):
     records = [json.loads(line) for line in (synthetic_data_dir / "train.jsonl").read_text().splitlines()]
     for record in records:  # the same questions without their images
         del record["images"]
@@ -142,13 +176,36 @@ def test_pepo_train_refuses_a_perception_mode_on_text_only_data(tiny_vlm_path, s
     text_only.write_text("".join(json.dumps(record) + "\n" for record in records))
     argv = _train_argv(tiny_vlm_path, tmp_path, "--train_file", str(text_only), "--eval_after_train", "none",
                        "--weighting", "pepo")
+    import pepo.modeling
+
+    loaded = []
+    load = pepo.modeling.load_model_and_processor
+    monkeypatch.setattr(pepo.modeling, "load_model_and_processor", lambda *a, **k: loaded.append(a) or load(*a, **k))
     assert train_main(argv) == 2
     err = capsys.readouterr().err
     assert err.splitlines()[-1].startswith("pepo train: weighting='pepo' needs the perception prior at the image tokens, "
                                            "but no row of train_dataset has an image") and "Traceback" not in err
+    assert loaded == []  # refused before the weights were loaded
     exploration = _train_argv(tiny_vlm_path, tmp_path / "exploration", "--train_file", str(text_only),
                               "--eval_after_train", "none", "--weighting", "exploration")
     assert train_main(exploration) == 0  # a mode without the perception prior trains the same file
+    assert len(loaded) == 1
+
+
+def test_pepo_train_refuses_a_model_without_an_image_token_before_loading_it(tiny_vlm_path, synthetic_data_dir,
+                                                                            tmp_path, capsys, monkeypatch):
+    import pepo.image_tokens
+    import pepo.modeling
+
+    monkeypatch.setattr(pepo.image_tokens, "resolve_image_token_id", lambda *a, **k: None)
+    monkeypatch.setattr(pepo.modeling, "load_model_and_processor", lambda *a, **k: pytest.fail("weights loaded"))
+    argv = _train_argv(tiny_vlm_path, tmp_path, "--train_file", str(synthetic_data_dir / "train.jsonl"),
+                       "--eval_after_train", "none", "--weighting", "perception")
+    assert train_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("pepo train: weighting='perception' needs the perception prior at the image "
+                                           "tokens, but no image token id was found for Qwen2_5_VLForConditionalGeneration") \
+        and "Traceback" not in err
 
 
 def test_an_image_row_without_the_image_token_is_refused_before_its_loss(make_trainer):

@@ -10,9 +10,11 @@ image inputs the forward is the language model's own, which is what a text-only 
 Text-only rows of a weighting mode that needs the perception prior get weight 1 by design
 (``docs/method.md``). But where the trainer cannot compute that prior on any row, or on an image row,
 the run would be the base algorithm under the mode's name, so :class:`~pepo.trainer.PEPOTrainer`
-refuses it: a training set without any image row (:func:`dataset_has_image_rows`, when the trainer is
-built) and an image row whose prompt holds no image token (:func:`check_image_rows_have_image_tokens`,
-on each generation batch, before its loss).
+refuses it: a model without a known image token or a training set without any image row
+(:func:`check_perception_is_possible`: ``pepo train`` before the weights load, the trainer when built),
+a streamed training set whose first generation batch has no image row
+(:func:`check_first_streamed_batch_has_images`) and an image row whose prompt holds no image token
+(:func:`check_image_rows_have_image_tokens`, on each generation batch, before its loss).
 """
 
 from __future__ import annotations
@@ -54,10 +56,14 @@ def ignore_empty_image_inputs(model: nn.Module | None) -> None:
 
 def dataset_has_image_rows(dataset) -> bool | None:
     """Whether a row of ``dataset`` has an image in its ``images`` (else ``image``) column, the columns
-    TRL reads images from; read from the Arrow column, no image decoded. ``None`` where that cannot be
-    told without iterating the data: not a ``datasets.Dataset`` (an ``IterableDataset``), or no rows."""
-    from datasets import Dataset
+    TRL reads images from; read from the Arrow column, no image decoded. ``False`` also for an
+    ``IterableDataset`` whose known columns hold neither. ``None`` where that cannot be told without
+    iterating the data: a stream with such a column or unknown columns, or no rows."""
+    from datasets import Dataset, IterableDataset
 
+    if isinstance(dataset, IterableDataset):
+        names = dataset.column_names
+        return None if names is None or {"images", "image"} & set(names) else False
     if not isinstance(dataset, Dataset) or len(dataset) == 0:
         return None
     column = next((name for name in ("images", "image") if name in dataset.column_names), None)
@@ -67,6 +73,42 @@ def dataset_has_image_rows(dataset) -> bool | None:
     if pa.types.is_list(cells.type) or pa.types.is_large_list(cells.type):  # one list of images per row
         return bool((pc.max(pc.list_value_length(cells)).as_py() or 0) > 0)
     return cells.null_count < len(cells)  # one image per row, None for a text-only row
+
+
+def check_perception_is_possible(weighting: str, needs_perception: bool, image_token_id: int | None, dataset,
+                                 model_name: str) -> None:
+    """Under a mode that ``needs_perception``, refuse (``ValueError``, one line) a model without a known
+    image token and a training set without any image row: every token weight would be 1, the base
+    algorithm under the mode's name. ``pepo train`` calls it before the weights load (from the
+    checkpoint's config and processor), :class:`~pepo.trainer.PEPOTrainer` when it is built."""
+    if not needs_perception:
+        return
+    needs = f"weighting={weighting!r} needs the perception prior at the image tokens"
+    instead = "or use weighting exploration (entropy only) or none"
+    if image_token_id is None:
+        raise ValueError(
+            f"{needs}, but no image token id was found for {model_name} (not in its config's image_token_id / "
+            f"image_token_index, nor the processor's image_token_id / image_token): set image_token to the "
+            f"placeholder token its processor puts for each image, {instead} for a text-only model"
+        )
+    if dataset_has_image_rows(dataset) is False:
+        raise ValueError(
+            f"{needs}, but no row of train_dataset has an image (its 'images' / 'image' column is missing or "
+            f"empty): every token weight would be 1, the base algorithm; give training data with images, {instead}"
+        )
+
+
+def check_first_streamed_batch_has_images(images, weighting: str) -> None:
+    """A streamed training set (``IterableDataset``) cannot be read ahead for image rows; under a mode
+    that needs the perception prior its first generation batch must hold one, else the run may be the
+    base algorithm under the mode's name. ``images``: TRL's ``_tokenize_prompts`` output."""
+    if not any(images or []):
+        raise ValueError(
+            f"weighting={weighting!r} needs the perception prior at the image tokens, but the first generation batch "
+            "of the streamed train_dataset has no image row (a stream cannot be checked ahead): if the stream has "
+            "image rows, put one among its first generation_batch_size / num_generations records; else use "
+            "weighting exploration (entropy only) or none"
+        )
 
 
 def check_image_rows_have_image_tokens(prompt_ids, images, image_token_id: int, weighting: str, step: int) -> None:

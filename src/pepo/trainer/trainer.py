@@ -71,6 +71,7 @@ import os
 from typing import Any
 
 import torch
+from datasets import IterableDataset
 from transformers import PreTrainedModel
 from trl import GRPOTrainer
 from trl.extras.profiling import profiling_decorator
@@ -82,7 +83,8 @@ from pepo.trainer.config import PEPOConfig
 from pepo.trainer.dynamic_sampling import DynamicSampler
 from pepo.trainer.handshake import WeightHandshake
 from pepo.trainer.mixed_batches import (
-    check_image_rows_have_image_tokens, dataset_has_image_rows, ignore_empty_image_inputs,
+    check_first_streamed_batch_has_images, check_image_rows_have_image_tokens, check_perception_is_possible,
+    dataset_has_image_rows, ignore_empty_image_inputs,
 )
 from pepo.versions import upstream_checked
 from pepo.trainer.perception_aware import PerceptionAwareMixin
@@ -149,33 +151,16 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
         self.image_token_id = resolve_image_token_id(config_of_model, self.processing_class, config.image_token)
         # what the weighting mode declared it needs (None: weighting "none", the base algorithm)
         self._weighting_mode = WEIGHTING_MODES.get(config.weighting)
-        self._check_perception_is_possible(type(model).__name__)
+        needs_perception = self._weighting_mode is not None and self._weighting_mode.needs_perception
+        check_perception_is_possible(config.weighting, needs_perception, self.image_token_id, self.train_dataset,
+                                     type(model).__name__)
+        # a stream cannot be read ahead: its first generation batch is checked instead (_tokenize_prompts)
+        self._check_first_streamed_batch = needs_perception and isinstance(self.train_dataset, IterableDataset)
         self._sharing_backbones: dict[int, Any] = {}  # id(model) -> its backbone (pepo.families), or None
         self._weight_handshake = WeightHandshake()  # how the weights reach TRL's loss: pepo.trainer.handshake
         self._pepo_clock = PEPOClock()  # PEPO's own compute, per optimiser step
         self._pending_nonfinite: list = []  # on_nonfinite="error": (step, bad rows, completion ids) per micro-step
         self._dynamic_sampler = DynamicSampler(self) if config.dynamic_sampling else None
-
-    def _check_perception_is_possible(self, model_name: str) -> None:
-        """A mode that needs the perception prior refuses (one line) a model without a known image token
-        and a training set without any image row: every token weight would be 1, the base algorithm under
-        the mode's name. Text-only rows beside image rows keep weight 1 by design; image rows whose prompt
-        lacks the token are refused per generation batch (``_tokenize_prompts``)."""
-        if self._weighting_mode is None or not self._weighting_mode.needs_perception:
-            return
-        needs = f"weighting={self.args.weighting!r} needs the perception prior at the image tokens"
-        instead = "or use weighting exploration (entropy only) or none"
-        if self.image_token_id is None:
-            raise ValueError(
-                f"{needs}, but no image token id was found for {model_name} (not in its config's image_token_id / "
-                f"image_token_index, nor the processor's image_token_id / image_token): set image_token to the "
-                f"placeholder token its processor puts for each image, {instead} for a text-only model"
-            )
-        if dataset_has_image_rows(self.train_dataset) is False:
-            raise ValueError(
-                f"{needs}, but no row of train_dataset has an image (its 'images' / 'image' column is missing or "
-                f"empty): every token weight would be 1, the base algorithm; give training data with images, {instead}"
-            )
 
     # ---- the loss -------------------------------------------------------------------------------
 
@@ -388,12 +373,16 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
     # ---- bad input and resume -------------------------------------------------------------------
 
     def _tokenize_prompts(self, prompts: list):
-        """TRL's tokenisation, then two checks. Under a mode that needs the perception prior, an image row
-        must hold the image token (else it would get weight 1). And a length check: TRL 1.16 does not
+        """TRL's tokenisation, then the checks. Under a mode that needs the perception prior, an image row
+        must hold the image token (else it would get weight 1), and a streamed training set's first
+        generation batch must hold an image row. And a length check: TRL 1.16 does not
         truncate prompts (cutting a multimodal prompt would cut image tokens), and a prompt plus
         ``max_completion_length`` past the model's ``max_position_embeddings`` would run on silently
         extrapolated positions."""
         prompt_ids, images, multimodal_fields = super()._tokenize_prompts(prompts)
+        if self._check_first_streamed_batch:
+            check_first_streamed_batch_has_images(images, self.args.weighting)
+            self._check_first_streamed_batch = False
         if images is not None:
             # TRL marks a text-only prompt of a mixed batch None; its processor call for the training
             # forward then fails on it ("only a single or a list of entries"). An empty list is "no image".
