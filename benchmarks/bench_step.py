@@ -138,7 +138,8 @@ def machine_name(device: str, threads: int) -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return f"{cpu}, {os.cpu_count()} CPU cores, {threads} torch thread(s), no GPU"
+    gpu = "a GPU present, not used" if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} CPU cores, {threads} torch thread(s), {gpu}"
 
 
 # ---- model, data, trainers ----------------------------------------------------------------------
@@ -413,15 +414,35 @@ def rep_line(r: int, reps: int, rep: dict) -> str:
         f"{n} update {rep[n]['update_s']:.3f}s (cpu {rep[n]['update_cpu_s']:.3f}s)" for n in rep["order"])
 
 
+def profile_updates(trainers: dict, inputs: dict, device: str) -> str:
+    """One more policy update per method under ``torch.profiler``: its operators by self time (device
+    time on CUDA), as text, to show where a method's extra time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    sort = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+    parts = []
+    for name, trainer in trainers.items():
+        with profile(activities=activities) as prof:
+            timer, _, own = policy_update(trainer, inputs, device)
+        table = prof.key_averages().table(sort_by=sort, row_limit=40)
+        parts.append(f"## {name}: update {timer.wall:.4f} s wall (profiled), PEPO own {1e3 * own:.2f} ms\n\n{table}")
+    return "\n\n".join(parts) + "\n"
+
+
 def measure(size: dict, args) -> tuple[list[dict], dict]:
     """Build the model and one trainer per method, then run ``size["reps"]`` interleaved repetitions.
-    ``args``: ``device``, ``dtype``, ``checkpointing``, ``update_only``. Returns (repetitions, model facts)."""
+    ``args``: ``device``, ``dtype``, ``checkpointing``, ``update_only``, optionally ``profile`` (a path:
+    :func:`profile_updates` is written there after the timed repetitions). Returns (repetitions, model facts)."""
     with tempfile.TemporaryDirectory(prefix="bench_step_") as tmp:
         trainers, inputs, examples, model_info = setup(size, args, Path(tmp))
         reps = []
         for r in range(size["reps"]):
             reps.append(repetition(r, trainers, inputs, examples, args))
             print(rep_line(r, size["reps"], reps[-1]), flush=True)
+        if getattr(args, "profile", None):
+            Path(args.profile).write_text(profile_updates(trainers, inputs, args.device), encoding="utf-8")
+            print(f"wrote {args.profile}", flush=True)
     return reps, model_info
 
 
@@ -445,7 +466,10 @@ class VersionWorker:
 
     def __init__(self, name: str, root: Path, argv: list[str]):
         self.name = name
-        env = {**os.environ, "PYTHONPATH": str(root / "src")}
+        # the version's sources first; the rest of PYTHONPATH (packages installed into a folder, as
+        # gpu_run.sh does on a machine without them) stays, this checkout's src left out
+        kept = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != ROOT / "src"]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), *kept])}
         self.process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *argv, "--worker"], env=env,
                                         cwd=str(root), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
@@ -525,9 +549,13 @@ def main() -> int:
     parser.add_argument("--compare", default=None, metavar="REV",
                         help="also run git revision REV (e.g. 77436cb) in its own process, repetitions interleaved "
                         "with this checkout's; writes results/bench_step_compare_REV[...].json / .md")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the timed repetitions, one update per method under torch.profiler: <out>.profile.txt")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     argv = sys.argv[1:]
     args = parser.parse_args(argv)
+    if args.profile and args.compare:
+        parser.error("--profile profiles this checkout's methods: run it without --compare")
     methods = args.methods.split(",")
     if "none" not in methods or any(m not in METHODS for m in methods):
         parser.error(f"--methods {args.methods}: choose from {', '.join(METHODS)}, with none (rho's base)")
@@ -553,6 +581,7 @@ def main() -> int:
     out = Path(args.out) if args.out else RESULTS / default_name
     if args.compare:
         return main_compare(size, args, argv, out, threads)
+    args.profile = f"{out}.profile.txt" if args.profile else None
 
     reps, model_info = measure(size, args)
     summary = summarise(reps, "cpu" if args.device == "cpu" else "wall")

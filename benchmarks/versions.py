@@ -4,6 +4,7 @@ run in a subprocess with ``PYTHONPATH=<folder>/src`` and the folder as working d
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -21,7 +22,10 @@ def version_sources(rev: str, work: Path) -> Path:
 
 
 def commit_of(rev: str = "HEAD") -> str:
-    """The full hash of ``rev``; for ``HEAD``, ``+uncommitted changes`` appended when the tree differs."""
+    """The full hash of ``rev``; for ``HEAD``, ``+uncommitted changes`` appended when the tree differs,
+    or ``$PEPO_BENCH_COMMIT`` where the runner names it (a copy of the tree whose .git is not the tree's)."""
+    if rev == "HEAD" and os.environ.get("PEPO_BENCH_COMMIT"):
+        return f"{os.environ['PEPO_BENCH_COMMIT']} (PEPO_BENCH_COMMIT)"
     full = subprocess.run(["git", "-C", str(ROOT), "rev-parse", rev], check=True, capture_output=True, text=True).stdout
     dirty = rev == "HEAD" and subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--", "src", "benchmarks",
                                              ":!benchmarks/results"],
