@@ -130,7 +130,7 @@ class MaskedImages:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["papo", "vppo"])
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("family", QWEN_FAMILIES)
 def test_papo_and_vppo_blacken_patches_of_each_image_of_a_row(family, method, synthetic_data_dir, tmp_path,
                                                              length_reward_registered):
     from pepo.embedded import build_tiny_vlm
