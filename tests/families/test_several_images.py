@@ -176,14 +176,16 @@ def test_a_record_whose_markers_do_not_match_its_images_is_refused_before_traini
 
 
 @pytest.mark.slow
-def test_llava_onevision_refuses_a_two_image_record_before_loading_weights(synthetic_data_dir, tmp_path, capsys,
+def test_llava_onevision_refuses_a_two_image_record_before_training(synthetic_data_dir, tmp_path, capsys,
                                                                           monkeypatch):
     import trl
 
+    from pepo import modeling
     from pepo.embedded import build_tiny_vlm
 
     data = two_image_records(synthetic_data_dir, tmp_path / "data") / "train.jsonl"
     path = build_tiny_vlm(tmp_path / "llava_onevision", seed=0, family="llava_onevision")
+    real_loader = modeling.load_model_and_processor
 
     def load_model_and_processor(*args, **kwargs):
         raise AssertionError("the weights were loaded: the two-image record was not refused")
@@ -193,6 +195,15 @@ def test_llava_onevision_refuses_a_two_image_record_before_loading_weights(synth
     assert code == 2 and "Traceback" not in err
     assert err.splitlines()[-1].startswith(f"pepo train: {data}:1: images: 2 images in one record, but a "
                                            "llava_onevision model cannot train a row with several images (TRL 1.16")
+    # PEPOTrainer itself refuses such a dataset too (a dataset built in code), from its Arrow column, one line
+    from pepo.trainer import cli
+
+    monkeypatch.setattr(cli, "refuse_several_images", lambda records, model_type: None)
+    monkeypatch.setattr("pepo.modeling.load_model_and_processor", real_loader)
+    code, err = run_train(capsys, path, data, synthetic_data_dir, tmp_path / "out2")
+    assert code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("pepo train: train_dataset row 0: 2 images, but a llava_onevision model "
+                                           "cannot train a row with several images (TRL 1.16")
     # why: TRL's forward still drops batch_num_images (when it passes it on, this refusal is to be revisited)
     assert "batch_num_images" not in trl.GRPOTrainer._get_per_token_logps_and_entropies.__code__.co_varnames
     assert trl.__version__.startswith("1.16")
