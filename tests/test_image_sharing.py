@@ -48,17 +48,25 @@ def test_the_tower_output_is_unchanged_and_only_distinct_images_are_encoded(shar
         torch.testing.assert_close(got_layer, expected_layer, rtol=1e-6, atol=1e-6)
 
 
-def test_logits_and_gradients_equal_encoding_every_copy(sharing_vlm_path):
+# a GRPO-like batch: copies of two prompts of one image; of three prompts of two images (one with an image twice)
+ONE_IMAGE_ROWS = [[0], [1], [0], [1], [0]]
+TWO_IMAGE_ROWS = [[0, 1], [2, 0], [0, 1], [2, 0], [1, 1], [1, 1]]
+
+
+@pytest.mark.parametrize("rows", [ONE_IMAGE_ROWS, TWO_IMAGE_ROWS], ids=["one_image_a_row", "two_images_a_row"])
+def test_logits_and_gradients_equal_encoding_every_copy(sharing_vlm_path, rows):
     plain, processor = load_model_and_processor(sharing_vlm_path)
     shared, _ = load_model_and_processor(sharing_vlm_path)
     share_image_encoding(shared)
     from PIL import Image
 
     generator = torch.Generator().manual_seed(1)
-    images = [Image.fromarray((torch.rand(56, 56, 3, generator=generator) * 255).byte().numpy()) for _ in range(2)]
-    rows = [images[0], images[1], images[0], images[1], images[0]]  # a GRPO-like batch: copies of two prompts
-    text = ["<|vision_start|><|image_pad|><|vision_end|>How many red shapes are there ?"] * len(rows)
-    inputs = processor(images=[[image] for image in rows], text=text, return_tensors="pt", padding=True)
+    images = [Image.fromarray((torch.rand(56, 56, 3, generator=generator) * 255).byte().numpy()) for _ in range(3)]
+    text = ["<|vision_start|><|image_pad|><|vision_end|>" * len(row) + "How many red shapes are there ?" for row in rows]
+    inputs = processor(images=[[images[i] for i in row] for row in rows], text=text, return_tensors="pt", padding=True)
+    encoded = []  # the images the shared tower encodes: each distinct one once
+    tower_of(shared).register_forward_pre_hook(lambda tower, args, kwargs: encoded.append(args[1].size(0)),
+                                               with_kwargs=True)
     losses = []
     for model in (plain, shared):
         model.train()
@@ -72,6 +80,7 @@ def test_logits_and_gradients_equal_encoding_every_copy(sharing_vlm_path):
         if p_plain.grad is not None:
             torch.testing.assert_close(p_shared.grad, p_plain.grad, rtol=1e-4, atol=1e-7, msg=name)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tower_of(shared).parameters())
+    assert encoded == [len({i for row in rows for i in row})]
 
 
 def test_all_distinct_images_and_a_fingerprint_collision_encode_the_whole_batch(monkeypatch):

@@ -110,3 +110,28 @@ def test_installed_on_the_instance_and_the_forward_unchanged(sharing_vlm_path):
     inputs = processor(images=images, text=texts, padding=True, return_tensors="pt")
     with torch.no_grad():
         assert torch.equal(fast(**inputs).logits, plain(**inputs).logits)
+
+
+def test_two_images_a_row_from_the_processor(sharing_vlm_path, monkeypatch):
+    """A chat-template batch of two rows with two images of different sizes each and one row with one
+    image (left-padded, as TRL pads prompts): the vectorised index is transformers', without falling back."""
+    from PIL import Image
+
+    from pepo.data import build_prompt, render_prompt
+
+    model, processor = load_model_and_processor(sharing_vlm_path)
+    inner = model.model
+    sizes = [[(56, 56), (112, 56)], [(56, 112), (56, 56)], [(84, 84)]]
+    images = [[Image.new("RGB", size, "red") for size in row] for row in sizes]
+    texts = [render_prompt(processor, build_prompt("<image> and <image>: which is larger ?" if len(row) == 2 else
+                                                   "<image> How many ?", len(row))) for row in sizes]
+    processor.tokenizer.padding_side = "left"
+    batch = processor(images=images, text=texts, padding=True, return_tensors="pt")
+    args = (batch["input_ids"], batch["mm_token_type_ids"])
+    kwargs = dict(image_grid_thw=batch["image_grid_thw"], attention_mask=batch["attention_mask"])
+    image_runs = (batch["mm_token_type_ids"].diff(dim=1) == 1).sum(1)
+    assert image_runs.tolist() == [2, 2, 1] and batch["image_grid_thw"].size(0) == 5
+    expected = type(inner).get_rope_index(inner, *args, **kwargs)
+    monkeypatch.setattr(type(inner), "get_rope_index", lambda *a, **k: pytest.fail("fell back to transformers"))
+    got = rope_index(inner, *args, **kwargs)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+from pepo.families.image_rows import image_rows
 from pepo.patch_masking import (
     black_row,
     blacken_patches,
@@ -117,3 +118,32 @@ def test_a_processor_without_patch_rows_is_refused():
     with pytest.raises(ValueError, match="Qwen2-VL"):
         check_patch_processor(NotQwen())
     check_patch_processor(type("P", (), {"image_processor": qwen_image_processor()})())
+
+
+@settings(max_examples=40, deadline=None)
+@given(prompts=st.lists(st.lists(st.sampled_from([(1, 8, 8), (1, 8, 16)]), max_size=3), min_size=1, max_size=4),
+       seed=st.integers(0, 2**31))
+def test_several_images_a_row_each_get_their_own_mask(prompts, seed):
+    """Prompts of 0 to 3 images, two completions each: every image of a row gets its own rows masked,
+    one mask per (prompt, image index), the same for both completions, whatever the other rows hold."""
+    rows = [images for images in prompts for _ in range(2)]
+    groups = [i // 2 for i in range(len(rows))]
+    grids = [grid for images in rows for grid in images]
+    if not grids:
+        return
+    masks = random_patch_masks(torch.tensor(grids), [len(r) for r in rows], groups, prob=0.5, seed=seed)
+    ranges = image_rows(grids)
+    assert masks.numel() == ranges[-1].stop
+    image = 0
+    for row, (images, group) in enumerate(zip(rows, groups)):
+        for i, grid in enumerate(images):
+            mask = masks[ranges[image].start:ranges[image].stop]
+            assert 0 < int(mask.sum()) < mask.numel()  # each image masked in part (64+ patches at p = 0.5)
+            alone = random_patch_masks(torch.tensor(images), [len(images)], [group], 0.5, seed)
+            assert torch.equal(mask, alone[image_rows(images)[i].start:image_rows(images)[i].stop])
+            if row % 2:  # the second completion: the first one's mask for this image
+                assert torch.equal(mask, masks[ranges[image - len(images)].start:ranges[image - len(images)].stop])
+            if i > 0 and grid == images[0]:  # another image of the row: another mask (64+ patches: never equal by chance)
+                first = masks[ranges[image - i].start:ranges[image - i].stop]
+                assert not torch.equal(mask, first)
+            image += 1

@@ -84,16 +84,22 @@ def prompt_part(inputs: dict, C: int, rows=slice(None)) -> dict:
     return {k: (v[rows, :-C] if v.dim() == 2 and v.size(1) == S else v) for k, v in inputs.items()}
 
 
-def grpo_batch(processor, seed: int = 0):
-    """A GRPO-like batch: three prompts (two texts of different lengths, two images; prompts 0 and 2
-    have the same text and different images) in 7 rows, each followed by its own completion."""
+# the images of the three prompts of grpo_batch: one a row, or two a row (prompts 0 and 2: the same first image)
+ONE_IMAGE_A_ROW = ([0], [1], [1])
+TWO_IMAGES_A_ROW = ([0, 1], [1, 0], [0, 0])
+
+
+def grpo_batch(processor, seed: int = 0, row_images=ONE_IMAGE_A_ROW):
+    """A GRPO-like batch: three prompts (two texts of different lengths; prompts 0 and 2 have the same
+    text and different images, ``row_images`` of two random ones) in 7 rows, each followed by its own completion."""
     generator = torch.Generator().manual_seed(seed)
     images = [Image.fromarray((torch.rand(56, 56, 3, generator=generator) * 255).byte().numpy()) for _ in range(2)]
     texts = ["How many red shapes are there ?", "Which shape is in the top left cell of the grid ?"]
-    prompts = [(texts[0], images[0]), (texts[1], images[1]), (texts[0], images[1])]
+    prompts = [(texts[0], [images[i] for i in row_images[0]]), (texts[1], [images[i] for i in row_images[1]]),
+               (texts[0], [images[i] for i in row_images[2]])]
     order = [0, 1, 0, 2, 1, 0, 2]
-    text = [f"<|vision_start|><|image_pad|><|vision_end|>{prompts[i][0]}" for i in order]
-    prompt = processor(images=[[prompts[i][1]] for i in order], text=text, return_tensors="pt", padding=True)
+    text = ["<|vision_start|><|image_pad|><|vision_end|>" * len(prompts[i][1]) + prompts[i][0] for i in order]
+    prompt = processor(images=[prompts[i][1] for i in order], text=text, return_tensors="pt", padding=True)
     lengths = torch.randint(2, 7, (len(order),), generator=generator)
     C = int(lengths.max())
     completion = torch.randint(20, 60, (len(order), C), generator=generator)
@@ -117,11 +123,12 @@ def score(model, call, inputs, labels, C):
     return log_probs.detach(), entropy.detach(), grads
 
 
-def test_log_probs_entropies_and_gradients_equal_the_plain_forward(prompt_sharing_vlm_path):
+@pytest.mark.parametrize("row_images", [ONE_IMAGE_A_ROW, TWO_IMAGES_A_ROW], ids=["one_image_a_row", "two_images_a_row"])
+def test_log_probs_entropies_and_gradients_equal_the_plain_forward(prompt_sharing_vlm_path, row_images):
     model, processor = load_model_and_processor(prompt_sharing_vlm_path)
     add_fused_lm_head(model, outputs=("log_probs", "entropy"))
     model.train()
-    inputs, labels, C, valid = grpo_batch(processor)
+    inputs, labels, C, valid = grpo_batch(processor, row_images=row_images)
     language_rows = []
     model.model.language_model.register_forward_hook(
         lambda m, args, kwargs, out: language_rows.append(kwargs["inputs_embeds"].shape[:2]), with_kwargs=True)
@@ -156,8 +163,11 @@ def test_batches_it_cannot_share_run_the_plain_forward(tiny_vlm_path):
         assert calls == [1]  # one plain forward
 
 
-@pytest.mark.parametrize("sampling", [dict(do_sample=False), dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0)])
-def test_generation_from_shared_prompts_gives_the_same_tokens(prompt_sharing_vlm_path, sampling):
+@pytest.mark.parametrize(("sampling", "row_images"), [
+    (dict(do_sample=False), ONE_IMAGE_A_ROW), (dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0), ONE_IMAGE_A_ROW),
+    (dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0), TWO_IMAGES_A_ROW),
+], ids=["greedy", "sampled", "sampled_two_images_a_row"])
+def test_generation_from_shared_prompts_gives_the_same_tokens(prompt_sharing_vlm_path, sampling, row_images):
     from transformers import GenerationConfig
 
     from pepo.prompt_sharing import share_prompt_prefill
@@ -165,7 +175,7 @@ def test_generation_from_shared_prompts_gives_the_same_tokens(prompt_sharing_vlm
     plain, processor = load_model_and_processor(prompt_sharing_vlm_path)
     shared, _ = load_model_and_processor(prompt_sharing_vlm_path)
     assert share_prompt_prefill(shared)
-    inputs, _, C, _ = grpo_batch(processor)
+    inputs, _, C, _ = grpo_batch(processor, row_images=row_images)
     prompt = prompt_part(inputs, C)
     config = GenerationConfig(max_new_tokens=6, pad_token_id=processor.tokenizer.pad_token_id, output_logits=True,
                               return_dict_in_generate=True, **sampling)

@@ -35,7 +35,8 @@ def build_prompt(text: str, n_images: int) -> list[dict[str, Any]]:
         content.append({"type": "text", "text": text})
     else:
         if n_markers != n_images:
-            raise ValueError(f"the prompt has {n_markers} {IMAGE_MARKER} markers but the record has {n_images} images")
+            raise ValueError(f"the prompt has {n_markers} {IMAGE_MARKER} markers but the record has {n_images} images; "
+                             f"put one {IMAGE_MARKER} per entry of images, in their order (or none: all images first)")
         for i, piece in enumerate(pieces):
             if piece:
                 content.append({"type": "text", "text": piece})

@@ -40,7 +40,17 @@ from dataclasses import dataclass
 
 from torch import nn
 
-__all__ = ["FAMILIES", "Family", "backbones", "family_of", "register_family"]
+__all__ = ["FAMILIES", "ONE_IMAGE_PER_ROW", "Family", "backbones", "family_of", "register_family"]
+
+#: ``model_type`` -> why a training row with several images cannot train with it (TRL 1.16 / transformers
+#: 5.24); ``pepo train`` refuses such records when it reads them (``pepo.trainer.cli``), before loading weights.
+#: Every other tiny family trains two-image rows (``tests/families/test_several_images.py``).
+ONE_IMAGE_PER_ROW: dict[str, str] = {
+    # the processor gives one tile per image of a several-image row and says so in batch_num_images, which TRL
+    # 1.16's forward does not pass on: the model then expects each image's anyres tiles (a split-size error)
+    "llava_onevision": "TRL 1.16's forward drops the processor's batch_num_images, so the model expects tiles "
+                       "the processor did not make",
+}
 
 
 @dataclass(frozen=True)

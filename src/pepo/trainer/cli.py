@@ -322,7 +322,7 @@ AFTER_TRAINING: list[Callable[[TrainScriptArguments, Any, Any, Any], None]] = []
 EVAL_SPLITS = ("none", "val", "test")
 
 
-def _train_dataset(script_args: TrainScriptArguments, training_args, accept_image_size=None):
+def _train_dataset(script_args: TrainScriptArguments, training_args, accept_image_size=None, model_type=None):
     from pepo.data import load_benchmark, to_grpo_dataset
 
     train_file = script_args.train_file
@@ -332,7 +332,23 @@ def _train_dataset(script_args: TrainScriptArguments, training_args, accept_imag
     loaded = load_benchmark(script_args.train_format, train_file, image_root=script_args.image_root,
                             accept_image_size=accept_image_size)
     records = loaded.records[: script_args.max_train_samples] if script_args.max_train_samples else loaded.records
+    refuse_several_images(records, model_type)
     return to_grpo_dataset(records)
+
+
+def refuse_several_images(records, model_type: str | None) -> None:
+    """A record with several images, for a model family that cannot train such a row
+    (:data:`pepo.families.ONE_IMAGE_PER_ROW`), is a bad record: one line naming its file and line."""
+    from pepo.data import DataError
+    from pepo.families import ONE_IMAGE_PER_ROW
+
+    if model_type not in ONE_IMAGE_PER_ROW:
+        return
+    for record in records:
+        if len(record.images) > 1:
+            raise DataError(record.source, None, "images", f"{len(record.images)} images in one record, but a "
+                            f"{model_type} model cannot train a row with several images ({ONE_IMAGE_PER_ROW[model_type]}); "
+                            "give one image per record, or train a model of another family")
 
 
 def check_arguments(script_args: TrainScriptArguments, training_args, model_args) -> None:
@@ -406,7 +422,8 @@ def build_trainer(script_args: TrainScriptArguments, training_args, model_args):
         model_path = BUILT_MODELS[model_path].build(script_args, training_args)
     # images the model's processor refuses are bad records now, before the weights are loaded
     processor = load_processor(model_path, trust_remote_code=training_args.trust_remote_code)
-    dataset = _train_dataset(script_args, training_args, image_size_check(processor))
+    model_type = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8")).get("model_type")
+    dataset = _train_dataset(script_args, training_args, image_size_check(processor), model_type)
     check_enough_prompts(len(dataset), training_args, script_args.train_file)
     _check_perception_before_loading(model_path, processor, dataset, training_args)
     model, processor = load_model_and_processor(

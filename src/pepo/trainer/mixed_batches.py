@@ -111,6 +111,29 @@ def check_first_streamed_batch_has_images(images, weighting: str) -> None:
         )
 
 
+def check_one_image_per_row(dataset, model_type: str | None) -> None:
+    """Refuse a ``dataset`` row with several images for a model family that cannot train one
+    (:data:`pepo.families.ONE_IMAGE_PER_ROW`); read from the Arrow column, no image decoded. A dataset
+    whose rows cannot be told without iterating it (``IterableDataset``) is not checked here."""
+    from datasets import Dataset
+
+    from pepo.families import ONE_IMAGE_PER_ROW
+
+    reason = ONE_IMAGE_PER_ROW.get(model_type)
+    if reason is None or not isinstance(dataset, Dataset) or "images" not in dataset.column_names:
+        return
+    cells = dataset.with_format("arrow")["images"]
+    if not (pa.types.is_list(cells.type) or pa.types.is_large_list(cells.type)):
+        return  # one image per row at most
+    counts = pc.fill_null(pc.list_value_length(cells), 0).to_pylist()
+    row = next((i for i, count in enumerate(counts) if count > 1), None)
+    if row is not None:
+        raise ValueError(
+            f"train_dataset row {row}: {counts[row]} images, but a {model_type} model cannot train a row with "
+            f"several images ({reason}); give one image per row, or train a model of another family"
+        )
+
+
 def check_image_rows_have_image_tokens(prompt_ids, images, image_token_id: int, weighting: str, step: int) -> None:
     """Refuse a generation batch row that has images but no ``image_token_id`` in its tokenised prompt:
     the perception prior is read at those tokens, so the row would get weight 1 (the base algorithm)

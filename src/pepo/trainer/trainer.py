@@ -83,8 +83,8 @@ from pepo.trainer.config import PEPOConfig
 from pepo.trainer.dynamic_sampling import DynamicSampler
 from pepo.trainer.handshake import WeightHandshake
 from pepo.trainer.mixed_batches import (
-    check_first_streamed_batch_has_images, check_image_rows_have_image_tokens, check_perception_is_possible,
-    dataset_has_image_rows, ignore_empty_image_inputs,
+    check_first_streamed_batch_has_images, check_image_rows_have_image_tokens, check_one_image_per_row,
+    check_perception_is_possible, dataset_has_image_rows, ignore_empty_image_inputs,
 )
 from pepo.versions import upstream_checked
 from pepo.trainer.perception_aware import PerceptionAwareMixin
@@ -149,6 +149,7 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
             freeze_vision(model, config.freeze_vision_tower, config.freeze_projector)
         config_of_model = (model.get_base_model() if is_peft_model(model) else model).config
         self.image_token_id = resolve_image_token_id(config_of_model, self.processing_class, config.image_token)
+        check_one_image_per_row(self.train_dataset, config_of_model.model_type)  # pepo train refused them at reading
         # what the weighting mode declared it needs (None: weighting "none", the base algorithm)
         self._weighting_mode = WEIGHTING_MODES.get(config.weighting)
         needs_perception = self._weighting_mode is not None and self._weighting_mode.needs_perception
