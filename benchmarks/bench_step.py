@@ -143,11 +143,11 @@ def machine_name(device: str, threads: int) -> str:
 
 # ---- model, data, trainers ----------------------------------------------------------------------
 
-def build_model_and_processor(size: dict, workdir: Path, dtype: torch.dtype, device: str):
+def build_model_and_processor(size: dict, workdir: Path, dtype: torch.dtype, device: str, family: str = "qwen2_5_vl"):
     from pepo.embedded import build_tiny_vlm
     from pepo.modeling import load_model_and_processor
 
-    path = build_tiny_vlm(workdir / "model", seed=0, hidden_size=size["hidden_size"],
+    path = build_tiny_vlm(workdir / "model", seed=0, family=family, hidden_size=size["hidden_size"],
                           num_layers=size["num_layers"], image_size=size["image_size"])
     return load_model_and_processor(path, dtype=dtype, device=device)
 
@@ -172,14 +172,16 @@ def varying_reward(completions, **kwargs) -> list[float]:
     return [float(len(str(c)) % 5) for c in completions]
 
 
-def build_trainers(model, processor, size: dict, args, workdir: Path) -> dict:
+def build_trainers(model, processor, size: dict, args, workdir: Path, methods: dict | None = None) -> dict:
+    """One trainer per method of ``methods`` (default :data:`METHODS`: name -> PEPOConfig fields), each on
+    its own copy of ``model``."""
     from datasets import Dataset
 
     from pepo.trainer import PEPOConfig, PEPOTrainer
 
     dataset = Dataset.from_list(prompt_rows(4))
     trainers = {}
-    for name, fields in METHODS.items():
+    for name, fields in (METHODS if methods is None else methods).items():
         config = PEPOConfig(
             output_dir=str(workdir / name), use_cpu=args.device == "cpu", bf16=args.dtype == "bfloat16",
             activation_checkpointing=args.checkpointing, report_to=[], seed=0, disable_tqdm=True,
