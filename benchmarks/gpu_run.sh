@@ -10,6 +10,8 @@
 #   1. gpu_check.py: perception prior and token_entropy tables  -> OUT_DIR/gpu_check_kernels.{json,log}
 #   2. gpu_check.py: the policy update table (rho vs GRPO, A/A)  -> OUT_DIR/gpu_check_update.{json,log}
 #   3. gpu_train.py: 3-step pepo train, GRPO / PEPO_G / GRPO     -> OUT_DIR/train.{json,log}
+#   families (only when $STEPS names it; CUDA, bf16): bench_families.py, every tiny family's RL step with
+#      the speed-ups on vs off, 3 reps -> OUT_DIR/bench_families.{json,md}, OUT_DIR/families.log
 # and OUT_DIR/env.txt (GPU, versions). $PEPO_BENCH_COMMIT names the commit where the copy has no .git;
 # $STEPS names the steps to run (default all three: gpu_check_kernels gpu_check_update train).
 set -u
@@ -47,3 +49,4 @@ step() {  # step NAME LIMIT_S COMMAND...: its output in OUT_DIR/NAME.log, its ex
 step gpu_check_kernels "${KERNELS_LIMIT:-170}" "$py" benchmarks/gpu_check.py "$@" --skip update --out "$out/gpu_check_kernels.json"
 step gpu_check_update "${UPDATE_LIMIT:-170}" "$py" benchmarks/gpu_check.py "$@" --skip perception entropy --out "$out/gpu_check_update.json"
 step train "${TRAIN_LIMIT:-200}" "$py" benchmarks/gpu_train.py "$@" --out "$out/train.json"
+step families "${FAMILIES_LIMIT:-540}" "$py" benchmarks/bench_families.py --device cuda --dtype bfloat16 --reps 3 --out "$out/bench_families"
