@@ -1,6 +1,6 @@
 """The RL step per model family, pepo's family speed-ups on and off, side by side in one run.
 
-    python benchmarks/bench_families.py --device cpu --quick       # every tiny family, CPU-sized (a few min)
+    python benchmarks/bench_families.py --device cpu --quick       # every tiny family, CPU-sized
     python benchmarks/bench_families.py --device cuda --dtype bfloat16 --reps 3
 
 For each family of :data:`pepo.embedded.TINY_FAMILIES` (or ``--families``), a tiny model of that
@@ -159,7 +159,7 @@ def ratio_cell(q: tuple[float, float, float]) -> str:
 
 
 def markdown_table(rows: list[dict], results: list[dict]) -> str:
-    head = ("| family | tokens per row (image + prompt + completion) | speed-ups (on) | rollout s on / off "
+    head = ("| family | tokens per row (image + text prompt + completion) | speed-ups (on) | rollout s on / off "
             "| update s on / off | step s on / off | off / on step [IQR] | off / on rollout | off / on update |")
     lines = [head, "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for row, result in zip(rows, results):
