@@ -6,8 +6,8 @@
 For each family of :data:`pepo.embedded.TINY_FAMILIES` (or ``--families``), a tiny model of that
 family is built from config by :func:`pepo.embedded.build_tiny_vlm` (random weights, nothing is
 downloaded), all families at one size: by default 4 decoder layers, hidden 256, 224 px images,
-128-token completions, 8 completions of one prompt (``--quick``: 2 layers, hidden 128, 56 px images,
-32 tokens, 4 completions). How many image tokens an image becomes differs by family (Gemma3 pools to
+128-token completions, 8 completions of one prompt (``--quick``: 2 layers, hidden 128, 112 px images,
+32 tokens, 8 completions). How many image tokens an image becomes differs by family (Gemma3 pools to
 4, LLaVA-OneVision tiles at 28 px whatever the size): the table states each family's tokens.
 
 Two PEPOTrainers (``weighting=pepo``, constant schedule) per family, on two copies of the same
@@ -56,7 +56,7 @@ ARMS = {
 SIZES = {
     # the same for every family: num_layers, hidden_size, image_size (px), completion tokens, generations, reps
     "full": dict(num_layers=4, hidden_size=256, image_size=224, completion=128, generations=8, reps=5),
-    "quick": dict(num_layers=2, hidden_size=128, image_size=56, completion=32, generations=4, reps=3),
+    "quick": dict(num_layers=2, hidden_size=128, image_size=112, completion=32, generations=8, reps=5),
 }
 PHASES = ("rollout", "update", "step")
 
@@ -200,13 +200,13 @@ def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--families", default=",".join(TINY_FAMILIES),
                         help=f"comma-separated, from {', '.join(TINY_FAMILIES)} (default: all)")
-    parser.add_argument("--quick", action="store_true", help="CPU-sized models and sequences, 3 repetitions")
-    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per family (default 5, quick 3)")
+    parser.add_argument("--quick", action="store_true", help="CPU-sized models and sequences, 5 repetitions")
+    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per family (default 5, quick 5)")
     parser.add_argument("--layers", type=int, default=None, help="decoder layers (default 4, quick 2)")
     parser.add_argument("--hidden", type=int, default=None, help="text hidden size, a multiple of 64 (default 256, quick 128)")
     parser.add_argument("--completion", type=int, default=None, help="completion tokens (default 128, quick 32)")
-    parser.add_argument("--image-size", type=int, default=None, help="image side in px, a multiple of 28 (default 224, quick 56)")
-    parser.add_argument("--generations", type=int, default=None, help="completions of the one prompt (default 8, quick 4)")
+    parser.add_argument("--image-size", type=int, default=None, help="image side in px, a multiple of 28 (default 224, quick 112)")
+    parser.add_argument("--generations", type=int, default=None, help="completions of the one prompt (default 8, quick 8)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as bench_step.py)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
