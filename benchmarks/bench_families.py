@@ -201,12 +201,7 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--families", default=",".join(TINY_FAMILIES),
                         help=f"comma-separated, from {', '.join(TINY_FAMILIES)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="CPU-sized models and sequences, 5 repetitions")
-    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per family (default 5, quick 5)")
-    parser.add_argument("--layers", type=int, default=None, help="decoder layers (default 4, quick 2)")
-    parser.add_argument("--hidden", type=int, default=None, help="text hidden size, a multiple of 64 (default 256, quick 128)")
-    parser.add_argument("--completion", type=int, default=None, help="completion tokens (default 128, quick 32)")
-    parser.add_argument("--image-size", type=int, default=None, help="image side in px, a multiple of 28 (default 224, quick 112)")
-    parser.add_argument("--generations", type=int, default=None, help="completions of the one prompt (default 8, quick 8)")
+    bench_step.add_size_options(parser, SIZES)  # --reps, --layers, --hidden, --completion, --image-size, --generations
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as bench_step.py)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
@@ -217,12 +212,13 @@ def parse_args(argv: list[str] | None):
     unknown = [f for f in args.families if f not in TINY_FAMILIES]
     if unknown:
         parser.error(f"--families {','.join(unknown)}: not a tiny family; choose from {', '.join(TINY_FAMILIES)}")
-    for name, value, minimum, multiple in (("reps", args.reps, 1, 1), ("layers", args.layers, 1, 1),
-                                           ("hidden", args.hidden, 64, 64), ("completion", args.completion, 1, 1),
-                                           ("image-size", args.image_size, 28, 28),
-                                           ("generations", args.generations, 2, 1), ("threads", args.threads, 1, 1)):
-        if value is not None and (value < minimum or value % multiple):
-            parser.error(f"--{name} {value}: give an integer >= {minimum}" + (f", a multiple of {multiple}" if multiple > 1 else ""))
+    args.size = bench_step.chosen_size(SIZES, args, parser)
+    # every family's heads are hidden / 32 with half as many key/value heads; its patches 14 px, merged 2 x 2
+    for name, value, multiple in (("hidden", args.hidden, 64), ("image-size", args.image_size, 28)):
+        if value is not None and value % multiple:
+            parser.error(f"--{name} {value}: give a multiple of {multiple}")
+    if args.threads < 1:
+        parser.error(f"--threads {args.threads}: give a whole number >= 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch sees no CUDA device")
     args.dtype = args.dtype or ("bfloat16" if args.device == "cuda" else "float32")
@@ -232,12 +228,7 @@ def parse_args(argv: list[str] | None):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    size = dict(SIZES["quick" if args.quick else "full"])
-    for key, value in (("reps", args.reps), ("num_layers", args.layers), ("hidden_size", args.hidden),
-                       ("completion", args.completion), ("image_size", args.image_size),
-                       ("generations", args.generations)):
-        if value is not None:
-            size[key] = value
+    size = args.size
     torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else RESULTS / ("bench_families" + ("_quick" if args.quick else ""))
     meta = {"command": command(), "commit": commit(), "machine": bench_step.machine_name(args.device, args.threads),
