@@ -144,11 +144,11 @@ def machine_name(device: str, threads: int) -> str:
 
 # ---- model, data, trainers ----------------------------------------------------------------------
 
-def build_model_and_processor(size: dict, workdir: Path, dtype: torch.dtype, device: str):
+def build_model_and_processor(size: dict, workdir: Path, dtype: torch.dtype, device: str, family: str = "qwen2_5_vl"):
     from pepo.embedded import build_tiny_vlm
     from pepo.modeling import load_model_and_processor
 
-    path = build_tiny_vlm(workdir / "model", seed=0, hidden_size=size["hidden_size"],
+    path = build_tiny_vlm(workdir / "model", seed=0, family=family, hidden_size=size["hidden_size"],
                           num_layers=size["num_layers"], image_size=size["image_size"])
     return load_model_and_processor(path, dtype=dtype, device=device)
 
@@ -173,14 +173,16 @@ def varying_reward(completions, **kwargs) -> list[float]:
     return [float(len(str(c)) % 5) for c in completions]
 
 
-def build_trainers(model, processor, size: dict, args, workdir: Path) -> dict:
+def build_trainers(model, processor, size: dict, args, workdir: Path, methods: dict | None = None) -> dict:
+    """One trainer per method of ``methods`` (default :data:`METHODS`: name -> PEPOConfig fields), each on
+    its own copy of ``model``."""
     from datasets import Dataset
 
     from pepo.trainer import PEPOConfig, PEPOTrainer
 
     dataset = Dataset.from_list(prompt_rows(4))
     trainers = {}
-    for name, fields in METHODS.items():
+    for name, fields in (METHODS if methods is None else methods).items():
         config = PEPOConfig(
             output_dir=str(workdir / name), use_cpu=args.device == "cpu", bf16=args.dtype == "bfloat16",
             activation_checkpointing=args.checkpointing, report_to=[], seed=0, disable_tqdm=True,
@@ -526,17 +528,43 @@ def side_by_side(summaries: dict[str, list[dict]]) -> str:
 
 # ---- main ---------------------------------------------------------------------------------------
 
+SIZE_OPTIONS = {  # command-line option -> (its key in SIZES, what it sets)
+    "reps": ("reps", "timed repetitions"),
+    "layers": ("num_layers", "decoder layers"),
+    "hidden": ("hidden_size", "text hidden size"),
+    "completion": ("completion", "completion tokens"),
+    "image-size": ("image_size", "image side in px"),
+    "generations": ("generations", "rows: completions of the one prompt"),
+}
+
+
+def add_size_options(parser: argparse.ArgumentParser, sizes: dict) -> None:
+    """``--reps``, ``--layers``, ... overriding ``sizes["full"]`` / ``sizes["quick"]`` (also bench_families.py)."""
+    for option, (key, what) in SIZE_OPTIONS.items():
+        parser.add_argument(f"--{option}", type=int, default=None,
+                            help=f"{what} (default {sizes['full'][key]}, quick {sizes['quick'][key]})")
+
+
+def chosen_size(sizes: dict, args, parser: argparse.ArgumentParser) -> dict:
+    """``sizes["quick"]`` with ``--quick``, else ``sizes["full"]``, with the options given; a value below 1
+    (below 2 for ``--generations``: GRPO needs a group) is refused in one line."""
+    size = dict(sizes["quick" if args.quick else "full"])
+    for option, (key, _) in SIZE_OPTIONS.items():
+        value = getattr(args, option.replace("-", "_"))
+        if value is None:
+            continue
+        if value < (2 if option == "generations" else 1):
+            parser.error(f"--{option} {value}: give a whole number >= {2 if option == 'generations' else 1}")
+        size[key] = value
+    return size
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small model and sequences, 3 repetitions")
     parser.add_argument("--update-only", action="store_true",
                         help="one rollout, then interleaved policy updates only (no rollout per repetition)")
-    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per method (default: 7, quick: 3)")
-    parser.add_argument("--layers", type=int, default=None, help="decoder layers (default 8, quick 2)")
-    parser.add_argument("--hidden", type=int, default=None, help="hidden size (default 512, quick 128)")
-    parser.add_argument("--completion", type=int, default=None, help="completion tokens (default 512, quick 64)")
-    parser.add_argument("--image-size", type=int, default=None, help="image side in px; (side/28)^2 image tokens")
-    parser.add_argument("--generations", type=int, default=None, help="rows: completions of the one prompt (default 4)")
+    add_size_options(parser, SIZES)
     parser.add_argument("--checkpointing", action="store_true", help="activation (gradient) checkpointing on")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on a small machine shared with other work, more threads "
@@ -565,12 +593,7 @@ def main() -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch sees no CUDA device")
     args.dtype = args.dtype or ("bfloat16" if args.device == "cuda" else "float32")
-    size = dict(SIZES["quick" if args.quick else "full"])
-    for key, value in (("reps", args.reps), ("num_layers", args.layers), ("hidden_size", args.hidden),
-                       ("completion", args.completion), ("image_size", args.image_size),
-                       ("generations", args.generations)):
-        if value is not None:
-            size[key] = value
+    size = chosen_size(SIZES, args, parser)
     threads = args.threads
     torch.set_num_threads(threads)
     default_name = "bench_step" + ("_quick" if args.quick else "") + ("_update_only" if args.update_only else "")

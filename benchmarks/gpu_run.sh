@@ -10,6 +10,7 @@
 #   1. gpu_check.py: perception prior and token_entropy tables  -> OUT_DIR/gpu_check_kernels.{json,log}
 #   2. gpu_check.py: the policy update table (rho vs GRPO, A/A)  -> OUT_DIR/gpu_check_update.{json,log}
 #   3. gpu_train.py: 3-step pepo train, GRPO / PEPO_G / GRPO     -> OUT_DIR/train.{json,log}
+# Only when $STEPS names them (not by default):
 #   4. bench_step.py --update-only --profile on CUDA: where PEPO's extra update time goes -> OUT_DIR/bench_step_profile.*
 #   5. bench_families.py: the RL step per model family, speed-ups on / off  -> OUT_DIR/bench_families.{md,json}
 # and, started first, in the background on cores of their own (one torch thread each: the machine's idle
@@ -81,7 +82,7 @@ step bench_step_profile "${PROFILE_LIMIT:-200}" "$py" benchmarks/bench_step.py -
   --methods none,pepo,none_control ${PROFILE_ARGS:---device cuda --layers 36 --hidden 2048 --image-size 448 --completion 640 --generations 8 --reps 5} \
   --out "$out/bench_step_profile"
 # shellcheck disable=SC2086  # FAMILIES_ARGS: its own options (default: all families on CUDA in bf16)
-step bench_families "${FAMILIES_LIMIT:-240}" "$py" benchmarks/bench_families.py ${FAMILIES_ARGS:---device cuda --dtype bfloat16} \
+step bench_families "${FAMILIES_LIMIT:-240}" "$py" benchmarks/bench_families.py ${FAMILIES_ARGS:---device cuda --dtype bfloat16 --reps 3} \
   --out "$out/bench_families"
 wait  # the background CPU tables
 for name in bench_step_compare bench_step; do

@@ -3,12 +3,14 @@ the perception prior computed on their image tokens, with TRL's and transformers
 where pepo's Qwen speed-ups do not apply, stated by the test rather than assumed: Qwen3.5 gets image
 sharing and the vectorised position index (pepo.families; equal to the plain computation:
 tests/test_image_sharing.py, tests/test_mrope.py) but not prompt sharing; the others (no family
-registered) none of them."""
+registered) none of them. A saved tiny checkpoint of each goes through ``pepo eval`` and ``pepo analyze``."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+
+from tests.cli_runs import analyse_and_check, evaluate_and_check
 
 from .test_qwen3_vl import train
 
@@ -43,3 +45,32 @@ def test_a_tiny_family_trains_a_pepo_g_step_with_the_plain_computation(family, s
     assert log["pepo/visual_similarity"] != 0 and -1 <= log["pepo/visual_similarity"] <= 1
     assert log["pepo/weight/p0"] < 1 < log["pepo/weight/p100"]
     assert log["grad_norm"] > 0 and any(not torch.equal(before[n], p) for n, p in model.named_parameters())
+
+
+@pytest.fixture(scope="module")
+def saved_tiny(tmp_path_factory):
+    """``saved_tiny(family)``: one saved tiny checkpoint per family (random weights, seed 0), built on first use."""
+    from pepo.embedded import build_tiny_vlm
+
+    built = {}
+
+    def checkpoint(family):
+        if family not in built:
+            built[family] = build_tiny_vlm(tmp_path_factory.mktemp(f"tiny_{family}"), seed=0, family=family)
+        return built[family]
+
+    return checkpoint
+
+
+# InternVL's pepo eval runs on its trained checkpoint in tests/scale/test_second_family.py; Qwen3-VL's eval and
+# analyze in tests/families/test_qwen3_vl.py
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(SPEED_UPS))
+def test_a_saved_tiny_family_is_evaluated_by_pepo_eval(family, saved_tiny, synthetic_data_dir, tmp_path):
+    evaluate_and_check(saved_tiny(family), synthetic_data_dir, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted([*SPEED_UPS, "internvl"]))
+def test_a_saved_tiny_family_is_analysed_by_pepo_analyze(family, saved_tiny, synthetic_data_dir, tmp_path):
+    analyse_and_check(saved_tiny(family), synthetic_data_dir, tmp_path)

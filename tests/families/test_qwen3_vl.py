@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pepo.cli import main as pepo_main
+from tests.cli_runs import analyse_and_check, evaluate_and_check, train_and_check_pepo_g
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,30 +45,9 @@ def test_qwen3_vl_trains_with_pepo_g_and_is_evaluated_and_analysed(tiny_qwen3_vl
     # the family's speed-ups are on (pepo.families), each equal to the plain computation (tested per family)
     assert family_of(model).name == "Qwen3-VL" and model.model.visual._pepo_shares_images
     assert model.model.get_rope_index.func.__name__ == "rope_index" and sharing_backbone(model) is model.model
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainer.train()
-    trainer.save_model(str(out))
-    logs = [e for e in trainer.state.log_history if "loss" in e]
-    assert len(logs) == 2
-    # the perception prior was computed on Qwen3-VL's image tokens and the weights differ from 1
-    assert all(0 < e["pepo/visual_similarity"] <= 1 and e["pepo/weight/p0"] < 1 < e["pepo/weight/p100"] for e in logs)
-    assert all(e["grad_norm"] > 0 for e in logs)
-    assert any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
-
-    results = tmp_path / "results.json"
-    assert pepo_main(["eval", "--model", str(out), "--benchmark", "geometry3k", "--data",
-                      str(synthetic_data_dir / "test.jsonl"), "--n", "2", "--max-new-tokens", "8", "--batch-size", "4",
-                      "--out", str(results), "--no-progress"]) == 0
-    result = json.loads(results.read_text())
-    assert result["totals"]["questions"] == 8 and all(len(q["scores"]) == 2 for q in result["questions"])
-
-    analysis = tmp_path / "analysis"
-    assert pepo_main(["analyze", "--model", str(out), "--data", str(synthetic_data_dir / "test.jsonl"), "--n", "2",
-                      "--limit", "2", "--max-new-tokens", "8", "--top-k", "2", "--out", str(analysis),
-                      "--no-progress"]) == 0
-    assert (analysis / "report.md").is_file()
-    tokens = (analysis / "tokens.csv").read_text().splitlines()
-    assert len(tokens) > 1  # the responses' tokens, each with its similarity to Qwen3-VL's image tokens
+    train_and_check_pepo_g(trainer, out, steps=2)
+    evaluate_and_check(out, synthetic_data_dir, tmp_path)
+    analyse_and_check(out, synthetic_data_dir, tmp_path)
 
     plain_transformers_loads(out, trainer.model.eval(), trainer.processing_class)
 

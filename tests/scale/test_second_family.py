@@ -5,12 +5,9 @@ with ``pepo eval``."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
-import torch
 
-from pepo.cli import main as pepo_main
+from tests.cli_runs import evaluate_and_check, train_and_check_pepo_g
 
 from . import replay
 from .test_multiprocess import ROOT
@@ -60,21 +57,8 @@ def test_tiny_internvl3_trains_with_pepo_g_and_is_evaluated(internvl_path, synth
     # pepo's Qwen speed-ups do not apply (no family registered): TRL's and transformers' plain computation
     assert family_of(model) is None and sharing_backbone(model) is None and trainer._shared_prompt_model(model, 8) is model
     assert not any(getattr(m, "_pepo_shares_images", False) for m in model.modules())
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainer.train()
-    trainer.save_model(str(out))
-    logs = [e for e in trainer.state.log_history if "loss" in e]
-    assert len(logs) == 2
-    # the perception prior was computed on InternVL's image tokens in both steps (logged only then)
-    assert all(0 < e["pepo/visual_similarity"] <= 1 and e["pepo/weight/p0"] < 1 < e["pepo/weight/p100"] for e in logs)
-    assert all(e["grad_norm"] > 0 for e in logs)
-    assert any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
+    train_and_check_pepo_g(trainer, out, steps=2)
 
     trained, processor = load_model_and_processor(out)  # the saved checkpoint reloads with its own processor
     assert type(processor).__name__ == "InternVLImageTextProcessor"
-    results = tmp_path / "results.json"
-    assert pepo_main(["eval", "--model", str(out), "--benchmark", "geometry3k", "--data",
-                      str(synthetic_data_dir / "test.jsonl"), "--n", "2", "--max-new-tokens", "8", "--batch-size", "4",
-                      "--out", str(results), "--no-progress"]) == 0
-    result = json.loads(results.read_text())
-    assert result["totals"]["questions"] == 8 and all(len(q["scores"]) == 2 for q in result["questions"])
+    evaluate_and_check(out, synthetic_data_dir, tmp_path)
