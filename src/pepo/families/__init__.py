@@ -37,8 +37,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from torch import nn
+
+if TYPE_CHECKING:
+    from pepo.families.patch_layout import PatchLayout
 
 __all__ = ["FAMILIES", "Family", "backbones", "family_of", "register_family"]
 
@@ -49,8 +53,8 @@ class Family:
 
     name: str
     model_types: tuple[str, ...]  # the config ``model_type`` values of its checkpoints
-    backbone: Callable[[], type]  # the transformers class holding ``visual``, ``language_model`` and ``get_rope_index``
-    rope_index_parameters: tuple[str, ...]  # transformers' ``get_rope_index`` parameters pepo's callers expect
+    backbone: Callable[[], type]  # the transformers class holding the vision tower and the language model
+    rope_index_parameters: tuple[str, ...]  # transformers' ``get_rope_index`` parameters pepo's callers expect ((): none)
     vectorised_rope_index: bool = False  # pepo.mrope.rope_index gives this family's positions (tested)
     tower_merged_outputs: tuple[str, ...] = ()  # the tower output's per-image-token fields; () turns image sharing off
     shares_prompts: bool = False  # pepo.prompt_sharing runs its prompts once (tested)
@@ -58,6 +62,8 @@ class Family:
     # what prompt sharing passes the backbone's forward (it must take them; "**kwargs": passed on to the language model)
     backbone_forward_inputs: tuple[str, ...] = ("input_ids", "attention_mask", "position_ids", "cache", "pixel_values",
                                                 "image_grid_thw", "use_cache")
+    # where the processor writes each patch, for PAPO / VPPO's blackening (pepo.families.patch_layout); None: refused
+    patch_layout: PatchLayout | None = None
 
     def backbones_in(self, model: nn.Module) -> list[nn.Module]:
         """The family's backbone modules inside ``model`` (wrapped or not)."""
@@ -96,4 +102,5 @@ def backbones(model: nn.Module) -> list[nn.Module]:
     return [] if family is None else family.backbones_in(model)
 
 
-from pepo.families import qwen2_vl, qwen3_vl  # noqa: E402,F401  (the built-in families register themselves)
+# the built-in families register themselves
+from pepo.families import gemma3, idefics3, internvl, llava_onevision, qwen2_vl, qwen3_vl  # noqa: E402,F401
