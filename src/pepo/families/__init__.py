@@ -1,19 +1,25 @@
 """What differs between vision-language model families, in one place.
 
-A :class:`Family` tells pepo's family-specific speed-ups what they need to know about a model of
-that family; :func:`family_of` finds it once per model from its config's ``model_type``. A model
-whose family is not registered gets none of them: TRL's and transformers' plain computation runs
-(each caller says what it falls back to; the results are the same, only slower).
+A :class:`Family` tells pepo's family-specific speed-ups, and PAPO / VPPO's patch masking, what they
+need to know about a model of that family; :func:`family_of` finds it once per model from its
+config's ``model_type``. A model whose family is not registered (or registers none) gets none of the
+speed-ups: TRL's and transformers' plain computation runs (each caller says what it falls back to;
+the results are the same, only slower); PAPO / VPPO refuse it in one line.
 
-=====================  ===========================  =========  ===========  ============
-family                 ``model_type``               M-RoPE      image        prompt
-                                                    index       sharing      sharing
-=====================  ===========================  =========  ===========  ============
-Qwen2-VL               ``qwen2_vl``                 loop        yes          yes
-Qwen2.5-VL             ``qwen2_5_vl``               vectorised  yes          yes
-Qwen3-VL               ``qwen3_vl``                 vectorised  yes          yes
-Qwen3.5                ``qwen3_5``                  vectorised  yes          no (1)
-=====================  ===========================  =========  ===========  ============
+=====================  ======================  ==========  =======  =======  ==============
+family                 ``model_type``          M-RoPE      image    prompt   patch layout
+                                               index       sharing  sharing  (PAPO / VPPO)
+=====================  ======================  ==========  =======  =======  ==============
+Qwen2-VL               ``qwen2_vl``            loop        yes      yes      patch rows
+Qwen2.5-VL             ``qwen2_5_vl``          vectorised  yes      yes      patch rows
+Qwen3-VL               ``qwen3_vl``            vectorised  yes      yes      patch rows
+Qwen3.5                ``qwen3_5``             vectorised  yes      no (1)   patch rows
+Gemma 3                ``gemma3``              --          no       no       pixel squares
+InternVL               ``internvl``            --          no       no       pixel squares
+Idefics3, SmolVLM      ``idefics3``,           --          no       no       pixel squares
+                       ``smolvlm``
+LLaVA-OneVision        ``llava_onevision``     --          no       no       pixel squares
+=====================  ======================  ==========  =======  =======  ==============
 
 (1) its Gated DeltaNet layers' cache cannot be gathered to the batch's rows (transformers 5.24).
 
@@ -24,6 +30,10 @@ Qwen3.5                ``qwen3_5``                  vectorised  yes          no 
   (``tower_merged_outputs``: Qwen3-VL adds its deepstack features), which are gathered back per copy.
 * **prompt sharing** (:mod:`pepo.prompt_sharing`): each distinct prompt runs once into a key/value
   cache; needs the backbone's ``get_rope_index`` and a forward taking ``cache`` and M-RoPE ``position_ids``.
+* **patch layout** (:mod:`pepo.families.patch_layout`, blackened by :mod:`pepo.patch_masking`): where
+  the processor writes each encoder patch PAPO and VPPO blacken: "patch rows", one ``pixel_values``
+  row per patch; "pixel squares", normalised ``(C, H, W)`` tiles in which the family's ``tiles``
+  function says which tiles (and pixels) are real and whose. None: PAPO / VPPO refused in one line.
 
 Which rows of ``pixel_values`` belong to which image (for the processors giving ``image_grid_thw``)
 is said once, in :mod:`pepo.families.image_rows`; image and prompt sharing, patch masking, the
