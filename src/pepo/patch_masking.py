@@ -34,10 +34,10 @@ generic code for the two layouts (:func:`check_patch_layout`, :func:`mask_patche
 from __future__ import annotations
 
 import hashlib
+
 import torch
 
 from pepo.families.image_rows import image_rows
-
 
 REQUIRED_ATTRIBUTES = ("patch_size", "merge_size", "temporal_patch_size", "image_mean", "image_std")
 

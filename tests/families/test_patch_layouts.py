@@ -118,7 +118,8 @@ def test_llava_onevision_padding_tiles_are_not_patches():
 
     pinpoints = [[28, 28], [28, 56]]
     image_processor = LlavaOnevisionImageProcessorPil(size={"height": 28, "width": 28}, image_grid_pinpoints=pinpoints)
-    config = SimpleNamespace(image_grid_pinpoints=pinpoints, vision_config=SimpleNamespace(image_size=28, patch_size=14))
+    config = SimpleNamespace(image_grid_pinpoints=pinpoints,
+                             vision_config=SimpleNamespace(image_size=28, patch_size=14))
     rng = np.random.default_rng(2)
     images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in [(28, 28), (28, 56)]]
     out = image_processor(images=images, return_tensors="pt")
@@ -127,7 +128,8 @@ def test_llava_onevision_padding_tiles_are_not_patches():
     layout = FAMILIES["llava_onevision"].patch_layout
     tiles = layout.tiles(batch, [1, 1], [0, 1], config)
     assert [key is None for key in tiles.keys] == [False, False, True, False, False, False]
-    masked = mask_patches(layout, batch, [1, 1], [0, 1], 1.0, 0, SimpleNamespace(image_processor=image_processor), config)
+    processor = SimpleNamespace(image_processor=image_processor)
+    masked = mask_patches(layout, batch, [1, 1], [0, 1], 1.0, 0, processor, config)
     black = black_value(image_processor).view(3, 1, 1)
     assert torch.equal(masked[0, 2], batch["pixel_values"][0, 2]) and not masked[0, 2].any()
     for image, tile in [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]:  # p = 1: every real tile all black

@@ -34,6 +34,10 @@ LLaVA-OneVision        ``llava_onevision``     --          no       no       pix
   the processor writes each encoder patch PAPO and VPPO blacken: "patch rows", one ``pixel_values``
   row per patch; "pixel squares", normalised ``(C, H, W)`` tiles in which the family's ``tiles``
   function says which tiles (and pixels) are real and whose. None: PAPO / VPPO refused in one line.
+* **vision tower, projectors** (:func:`pepo.modeling.freeze_vision`): their module paths on the
+  backbone (Qwen: ``visual``, with ``visual.merger`` and Qwen3-VL's ``visual.deepstack_merger_list``
+  as projectors; Gemma 3, InternVL, LLaVA-OneVision: ``vision_tower`` and ``multi_modal_projector``;
+  Idefics3, SmolVLM: ``vision_model`` and ``connector``).
 
 Which rows of ``pixel_values`` belong to which image (for the processors giving ``image_grid_thw``)
 is said once, in :mod:`pepo.families.image_rows`; image and prompt sharing, patch masking, the
@@ -64,7 +68,7 @@ class Family:
     name: str
     model_types: tuple[str, ...]  # the config ``model_type`` values of its checkpoints
     backbone: Callable[[], type]  # the transformers class holding the vision tower and the language model
-    rope_index_parameters: tuple[str, ...]  # transformers' ``get_rope_index`` parameters pepo's callers expect ((): none)
+    rope_index_parameters: tuple[str, ...]  # transformers' ``get_rope_index`` parameters pepo's callers expect; () none
     vectorised_rope_index: bool = False  # pepo.mrope.rope_index gives this family's positions (tested)
     tower_merged_outputs: tuple[str, ...] = ()  # the tower output's per-image-token fields; () turns image sharing off
     shares_prompts: bool = False  # pepo.prompt_sharing runs its prompts once (tested)
@@ -74,6 +78,10 @@ class Family:
                                                 "image_grid_thw", "use_cache")
     # where the processor writes each patch, for PAPO / VPPO's blackening (pepo.families.patch_layout); None: refused
     patch_layout: PatchLayout | None = None
+    # the vision tower's and the projectors' module paths on the backbone (pepo.modeling.freeze_vision); a projector
+    # inside the tower is the projector's. None: the module names of pepo.modeling.VISION_TOWER_NAMES / PROJECTOR_NAMES
+    vision_tower: str | None = None
+    projectors: tuple[str, ...] = ()
 
     def backbones_in(self, model: nn.Module) -> list[nn.Module]:
         """The family's backbone modules inside ``model`` (wrapped or not)."""

@@ -33,4 +33,5 @@ def check_no_pan_and_scan(processing_class, config) -> None:
 GEMMA3 = register_family(Family(
     name="Gemma 3", model_types=("gemma3",), backbone=_gemma3_model, rope_index_parameters=(),
     patch_layout=pixel_squares(gemma3_tiles, check_no_pan_and_scan),
+    vision_tower="vision_tower", projectors=("multi_modal_projector",),
 ))

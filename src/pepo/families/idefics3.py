@@ -47,8 +47,10 @@ def idefics3_tiles(batch: dict, num_images: list[int], groups: list[int], config
 IDEFICS3 = register_family(Family(
     name="Idefics3", model_types=("idefics3",), backbone=_idefics3_model, rope_index_parameters=(),
     patch_layout=pixel_squares(idefics3_tiles),
+    vision_tower="vision_model", projectors=("connector",),
 ))
 SMOLVLM = register_family(Family(
     name="SmolVLM", model_types=("smolvlm",), backbone=_smolvlm_model, rope_index_parameters=(),
     patch_layout=pixel_squares(idefics3_tiles),
+    vision_tower="vision_model", projectors=("connector",),
 ))

@@ -30,4 +30,5 @@ def internvl_tiles(batch: dict, num_images: list[int], groups: list[int], config
 INTERNVL = register_family(Family(
     name="InternVL", model_types=("internvl",), backbone=_internvl_model, rope_index_parameters=(),
     patch_layout=pixel_squares(internvl_tiles),
+    vision_tower="vision_tower", projectors=("multi_modal_projector",),
 ))

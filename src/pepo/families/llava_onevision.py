@@ -26,7 +26,8 @@ def llava_onevision_tiles(batch: dict, num_images: list[int], groups: list[int],
     from transformers.models.llava_onevision.modeling_llava_onevision import image_size_to_num_patches
 
     pixel_values, image_sizes = batch["pixel_values"], batch.get("image_sizes")
-    if pixel_values.dim() != 5 or image_sizes is None or not pixel_values.size(0) == sum(num_images) == len(image_sizes):
+    fits = image_sizes is not None and pixel_values.size(0) == sum(num_images) == len(image_sizes)
+    if pixel_values.dim() != 5 or not fits:
         raise ValueError(f"LLaVA-OneVision patch masking: pixel_values {tuple(pixel_values.shape)} is not (images = "
                          f"{sum(num_images)}, tiles, 3, H, W) with one image_sizes row per image")
     sizes = iter(image_sizes.tolist())
@@ -44,4 +45,5 @@ def llava_onevision_tiles(batch: dict, num_images: list[int], groups: list[int],
 LLAVA_ONEVISION = register_family(Family(
     name="LLaVA-OneVision", model_types=("llava_onevision",), backbone=_llava_onevision_model,
     rope_index_parameters=(), patch_layout=pixel_squares(llava_onevision_tiles),
+    vision_tower="vision_tower", projectors=("multi_modal_projector",),
 ))

@@ -29,10 +29,11 @@ def _qwen2_5_vl_model() -> type:
 
 QWEN2_VL = register_family(Family(
     name="Qwen2-VL", model_types=("qwen2_vl",), backbone=_qwen2_vl_model, rope_index_parameters=QWEN2_VL_ROPE_INDEX,
-    tower_merged_outputs=("pooler_output",), shares_prompts=True, patch_layout=PATCH_ROWS,
+    tower_merged_outputs=("pooler_output",), shares_prompts=True, patch_layout=PATCH_ROWS, vision_tower="visual",
+    projectors=("visual.merger",),
 ))
 QWEN2_5_VL = register_family(Family(
     name="Qwen2.5-VL", model_types=("qwen2_5_vl",), backbone=_qwen2_5_vl_model,
     rope_index_parameters=QWEN2_5_VL_ROPE_INDEX, vectorised_rope_index=True, tower_merged_outputs=("pooler_output",),
-    shares_prompts=True, patch_layout=PATCH_ROWS,
+    shares_prompts=True, patch_layout=PATCH_ROWS, vision_tower="visual", projectors=("visual.merger",),
 ))
