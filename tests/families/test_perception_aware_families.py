@@ -1,6 +1,6 @@
-"""PAPO and VPPO train one step each through ``pepo train``'s own code on the tiny pixel-space families,
-their extra forward on that family's images with the encoder's patches blackened (pepo.families.patch_layout);
-the Qwen families: tests/families/test_qwen3_vl.py and tests/trainer/test_perception_aware.py."""
+"""PAPO and VPPO train one step each through ``pepo train``'s own code on the tiny Qwen2.5-VL (patch rows)
+and pixel-space families, their extra forward on that family's images with the encoder's patches blackened
+(pepo.families.patch_layout); Qwen3-VL and Qwen3.5: tests/families/test_qwen3_vl.py."""
 
 from __future__ import annotations
 
@@ -52,20 +52,30 @@ def square_states(original: torch.Tensor, masked: torch.Tensor, real: torch.Tens
     return (blackened & ~untouched).long()
 
 
+def blackened_rows(original: torch.Tensor, masked: torch.Tensor, black: torch.Tensor) -> torch.Tensor:
+    """``(rows,)`` bool per patch row: blackened (the black row) or not (unchanged); asserts one of the two."""
+    changed = (masked != original).any(1)
+    assert torch.equal(masked[changed], black.expand(int(changed.sum()), -1))
+    assert torch.equal(masked[~changed], original[~changed])
+    return changed
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["papo", "vppo"])
-@pytest.mark.parametrize("family", PIXEL_FAMILIES)
-def test_a_pixel_space_family_trains_papo_and_vppo_on_blackened_patches(family, method, synthetic_data_dir, tmp_path,
-                                                                          length_reward_registered):
+@pytest.mark.parametrize("family", ["qwen2_5_vl", *PIXEL_FAMILIES])
+def test_a_family_trains_papo_and_vppo_on_blackened_patches(family, method, synthetic_data_dir, tmp_path,
+                                                            length_reward_registered, request):
     from pepo.embedded import build_tiny_vlm
     from pepo.families import family_of
-    from pepo.patch_masking import black_value, encoder_patch_size
+    from pepo.patch_masking import black_row, black_value, encoder_patch_size
 
-    path = build_tiny_vlm(tmp_path / family, seed=0, family=family)
+    path = (request.getfixturevalue("tiny_vlm_path") if family == "qwen2_5_vl"
+            else build_tiny_vlm(tmp_path / family, seed=0, family=family))
     trainer = train(path, synthetic_data_dir, tmp_path / "run", length_reward_registered,
                     "--max_steps", "1", "--weighting", "none", "--perception_aware", method)
+    assert trainer.model.config.model_type == family
     layout = family_of(trainer.model).patch_layout
-    assert layout.kind == "pixel squares"
+    assert layout.kind == ("patch rows" if family == "qwen2_5_vl" else "pixel squares")
     recorded = RecordedMasking(trainer)
     trainer.train()
     [log] = [e for e in trainer.state.log_history if "loss" in e]
@@ -74,6 +84,11 @@ def test_a_pixel_space_family_trains_papo_and_vppo_on_blackened_patches(family, 
     # the extra forward ran on the masked images (VPPO: also once on the originals, for the rollout log-probs)
     assert any(torch.equal(images, masked) for images in recorded.forwards)
     assert len(recorded.forwards) == (1 if method == "papo" else 2)
+    if layout.kind == "patch rows":  # Qwen2.5-VL: rows of 3 x 2 x 14 x 14 values
+        black = black_row(trainer.processing_class.image_processor)
+        changed = blackened_rows(batch["pixel_values"], masked, black)
+        assert 0 < int(changed.sum()) < changed.numel() and black.numel() == 3 * 2 * 14 * 14
+        return
     groups = [row // trainer.num_generations for row in range(len(num_images))]
     config = trainer.model.config
     original = layout.tiles(batch, num_images, groups, config)
