@@ -88,6 +88,8 @@ def test_masked_tiles_equal_processing_the_images_with_those_squares_painted_bla
     # padding: Idefics3 / SmolVLM the second row's second slot; LLaVA-OneVision the crop tiles of the first
     # row's two images (a prompt with several images gets their base tiles only)
     assert sum(key is None for key in tiles.keys) == {"idefics3": 1, "smolvlm": 1, "llava_onevision": 2}.get(family, 0)
+    real = torch.tensor([key is not None for key in tiles.keys])
+    assert abs(masks[real].float().mean().item() - 0.5) < 0.25  # a fixed draw of 16 (LLaVA-OneVision) to 48 squares
     for tile, key in enumerate(tiles.keys):
         if key is None:
             assert torch.equal(masked_tiles[tile], tiles.pixels[tile]) and not tiles.pixels[tile].any()
