@@ -43,6 +43,7 @@ from transformers.models.llava_onevision.processing_llava_onevision import Llava
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 
+from pepo.families import family_of
 from pepo.families.image_rows import image_rows
 from pepo.mrope import vectorise_rope_index
 from pepo.versions import require_signature, signature_matches
@@ -475,40 +476,63 @@ def is_peft_model(model: torch.nn.Module) -> bool:
     return peft is not None and isinstance(model, peft.PeftModel)
 
 
-# Vision parts of the families transformers ships, by attribute name on the model or model.model.
+# Vision parts of a model whose family is not registered (pepo.families), by attribute name on the model or model.model.
 VISION_TOWER_NAMES = ("visual", "vision_tower", "vision_model")
 PROJECTOR_NAMES = ("multi_modal_projector", "connector", "mlp1", "visual.merger")
+
+
+def _module_at(root: torch.nn.Module | None, path: str) -> torch.nn.Module | None:
+    module = root
+    for part in path.split("."):
+        module = getattr(module, part, None) if module is not None else None
+    return module if isinstance(module, torch.nn.Module) else None
 
 
 def _find_modules(model: torch.nn.Module, names: tuple[str, ...]) -> list[torch.nn.Module]:
     found = []
     for root in (model, getattr(model, "model", None)):
         for name in names:
-            module = root
-            for part in name.split("."):
-                module = getattr(module, part, None) if module is not None else None
-            if isinstance(module, torch.nn.Module) and all(module is not m for m in found):
+            module = _module_at(root, name)
+            if module is not None and all(module is not m for m in found):
                 found.append(module)
     return found
 
 
-def freeze_vision(model: torch.nn.Module, tower: bool, projector: bool) -> int:
-    """Set ``requires_grad=False`` on the vision tower and/or projector; returns parameters frozen.
+def vision_parts(model: torch.nn.Module) -> tuple[list[torch.nn.Module], list[torch.nn.Module]]:
+    """``(towers, projectors)`` of ``model``: where its family (:mod:`pepo.families`) says, on each backbone
+    (``Family.vision_tower``, ``Family.projectors``); for an unregistered family, the modules named
+    :data:`VISION_TOWER_NAMES` / :data:`PROJECTOR_NAMES` on the model or ``model.model``."""
+    family = family_of(model)
+    if family is None or family.vision_tower is None:
+        return _find_modules(model, VISION_TOWER_NAMES), _find_modules(model, PROJECTOR_NAMES)
+    backbones = family.backbones_in(model)
+    paths = (family.vision_tower, *family.projectors)
+    missing = [path for path in paths for b in backbones if _module_at(b, path) is None]
+    if not backbones or missing:
+        raise ValueError(f"pepo.families: {family.name}'s backbone {family.backbone().__name__} in "
+                         f"{type(model).__name__} has no module {missing or list(paths)} "
+                         "(Family.vision_tower / projectors)")
+    return ([_module_at(b, family.vision_tower) for b in backbones],
+            [_module_at(b, path) for b in backbones for path in family.projectors])
 
-    Qwen2-VL keeps its projector (``merger``) inside the tower: freezing only the tower leaves it
-    trainable.
+
+def freeze_vision(model: torch.nn.Module, tower: bool, projector: bool) -> int:
+    """Set ``requires_grad=False`` on the vision tower and/or projector (:func:`vision_parts`); returns
+    parameters frozen.
+
+    A projector inside the tower (Qwen2-VL's ``merger``, Qwen3-VL's ``deepstack_merger_list`` too) is
+    the projector's: freezing only the tower leaves it trainable.
     """
     if is_peft_model(model):
         model = model.get_base_model()
-    projector_params = {id(p) for m in _find_modules(model, PROJECTOR_NAMES) for p in m.parameters()}
+    towers, projectors = vision_parts(model)
+    projector_params = {id(p) for m in projectors for p in m.parameters()}
     targets = []
     if tower:
-        towers = _find_modules(model, VISION_TOWER_NAMES)
         if not towers:
             raise ValueError(f"freeze_vision_tower=True but {type(model).__name__} has none of {VISION_TOWER_NAMES}")
         targets += [p for m in towers for p in m.parameters() if id(p) not in projector_params]
     if projector:
-        projectors = _find_modules(model, PROJECTOR_NAMES)
         if not projectors:
             raise ValueError(f"freeze_projector=True but {type(model).__name__} has none of {PROJECTOR_NAMES}")
         targets += [p for m in projectors for p in m.parameters()]

@@ -1,4 +1,4 @@
-"""Random patch blackening on processed Qwen2-VL / Qwen2.5-VL images (PAPO, VPPO).
+"""Random patch blackening on processed images (PAPO, VPPO).
 
 PAPO (arXiv 2507.06448, ``verl/trainer/papo_utils.py``) and VPPO (arXiv 2510.09285,
 ``verl/workers/perc_utils.py``) degrade each image by setting every 14 x 14 px patch to black with
@@ -14,6 +14,21 @@ image with those patches painted black (``tests/test_patch_masking.py``).
 One difference from the released code, stated: it blackens a 14 px grid of the *original* image,
 before the processor resizes it, so its squares need not line up with the encoder's patches; we
 blacken the encoder's own patches of the resized image.
+
+Where a family's processor writes each patch is part of what the family says
+(:attr:`pepo.families.Family.patch_layout`, :mod:`pepo.families.patch_layout`); this module holds the
+generic code for the two layouts (:func:`check_patch_layout`, :func:`mask_patches`):
+
+* **patch rows**: one ``pixel_values`` row per patch, as above.
+* **pixel squares**: processors giving images in pixel space, a stack of ``(C, H, W)`` tiles (Gemma 3,
+  InternVL, Idefics3 / SmolVLM, LLaVA-OneVision). The family says which tiles are real and whose
+  (:class:`pepo.families.patch_layout.Tiles`); every ``patch x patch`` square of a real tile, ``patch``
+  the vision encoder's own ``vision_config.patch_size``, is set to black's normalised value with
+  probability ``p`` (on the real pixels only: padding stays as the processor wrote it). Squares
+  left over at the right / bottom edge (a side not a multiple of ``patch``) are not patches: the
+  encoder's convolution drops those pixels. A processor that shows an image several times (tiles
+  and a thumbnail, anyres crops and a base image) gets an independent mask per view, where the
+  released code blackens the original image once before the processor makes its views.
 """
 
 from __future__ import annotations
@@ -39,8 +54,8 @@ def check_patch_processor(processing_class) -> None:
         )
 
 
-def black_row(image_processor, dtype=torch.float32, device=None) -> torch.Tensor:
-    """``(row_size,)`` the ``pixel_values`` row of an all-black patch, as the processor normalises it."""
+def black_value(image_processor) -> torch.Tensor:
+    """``(channels,)`` float32: the normalised value of a black pixel, as the processor normalises it."""
     channels = len(image_processor.image_mean)
     value = torch.zeros(channels, dtype=torch.float32)
     if getattr(image_processor, "do_rescale", True):
@@ -49,8 +64,13 @@ def black_row(image_processor, dtype=torch.float32, device=None) -> torch.Tensor
         mean = torch.tensor(image_processor.image_mean, dtype=torch.float32)
         std = torch.tensor(image_processor.image_std, dtype=torch.float32)
         value = (value - mean) / std
+    return value
+
+
+def black_row(image_processor, dtype=torch.float32, device=None) -> torch.Tensor:
+    """``(row_size,)`` the ``pixel_values`` row of an all-black patch, as the processor normalises it."""
     per_channel = image_processor.temporal_patch_size * image_processor.patch_size**2
-    return value.repeat_interleave(per_channel).to(dtype=dtype, device=device)
+    return black_value(image_processor).repeat_interleave(per_channel).to(dtype=dtype, device=device)
 
 
 def patch_positions(image_grid_thw: torch.Tensor, merge_size: int) -> torch.Tensor:
@@ -115,3 +135,82 @@ def blacken_patches(pixel_values: torch.Tensor, row_mask: torch.Tensor, black: t
         )
     row_mask = row_mask.to(pixel_values.device).unsqueeze(1)
     return torch.where(row_mask, black.to(device=pixel_values.device, dtype=pixel_values.dtype), pixel_values)
+
+
+# ---- generic code fed by the family's layout (pepo.families.patch_layout) ---------------------------
+
+
+def encoder_patch_size(config) -> int:
+    """The vision encoder's patch side in pixels, from ``config.vision_config.patch_size`` (an int or a square pair)."""
+    size = getattr(getattr(config, "vision_config", None), "patch_size", None)
+    if isinstance(size, (list, tuple)) and len(size) == 2 and size[0] == size[1]:
+        size = size[0]
+    if not isinstance(size, int) or size <= 0:
+        raise ValueError(f"perception_aware patch masking: the model config's vision_config.patch_size is {size!r}, "
+                         "not a positive int (the vision encoder's square patch side)")
+    return size
+
+
+def square_masks(keys: list, grid: tuple[int, int], prob: float, seed: int) -> torch.Tensor:
+    """``(T, rows, columns)`` bool, True on the squares to blacken: each with probability ``prob`` on a real
+    tile, none on a padding tile (key None). The mask of a key is the same wherever it is drawn (one mask
+    per prompt: the completions of a group share the keys of their tiles; every process draws the same)."""
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"square_masks: prob must be in [0, 1], got {prob}")
+    masks = torch.zeros(len(keys), *grid, dtype=torch.bool)
+    for tile, key in enumerate(keys):
+        if key is not None:
+            generator = torch.Generator().manual_seed(_seed(seed, *key))
+            masks[tile] = (torch.rand(grid[0] * grid[1], generator=generator) < prob).view(grid)
+    return masks
+
+
+def blacken_squares(pixels: torch.Tensor, masks: torch.Tensor, patch: int, black: torch.Tensor,
+                    real_pixels: torch.Tensor | None = None) -> torch.Tensor:
+    """A copy of ``(T, C, H, W)`` ``pixels`` with each square of ``masks`` (``(T, H // patch, W // patch)``)
+    set to ``black`` (``(C,)``) on its real pixels; pixels right of / below the last whole square stay."""
+    tiles, channels, height, width = pixels.shape
+    rows, columns = height // patch, width // patch
+    if masks.shape != (tiles, rows, columns) or black.shape != (channels,):
+        raise ValueError(f"blacken_squares: pixels {tuple(pixels.shape)}, masks {tuple(masks.shape)}, black "
+                         f"{tuple(black.shape)} do not fit (T, C, H, W), (T, H // {patch}, W // {patch}), (C,)")
+    covered = torch.zeros(tiles, height, width, dtype=torch.bool)
+    covered[:, : rows * patch, : columns * patch] = masks.repeat_interleave(patch, 1).repeat_interleave(patch, 2)
+    covered = covered.to(pixels.device)
+    if real_pixels is not None:
+        covered &= real_pixels.to(device=pixels.device, dtype=torch.bool)
+    black = black.to(device=pixels.device, dtype=pixels.dtype).view(1, channels, 1, 1)
+    return torch.where(covered.unsqueeze(1), black, pixels)
+
+
+def check_patch_layout(layout, processing_class, config) -> None:
+    """Refuse, in one line, a processor or model config the family's ``layout`` cannot mask (before training)."""
+    if layout.kind == "patch rows":
+        check_patch_processor(processing_class)
+    else:
+        image_processor = getattr(processing_class, "image_processor", None)
+        missing = [name for name in ("image_mean", "image_std") if getattr(image_processor, name, None) is None]
+        if missing:
+            raise ValueError(f"perception_aware patch masking needs the image processor's normalisation to blacken "
+                             f"pixels; {type(processing_class).__name__} has no image_processor {missing}. Pass the "
+                             "model's processor or use perception_aware='none'.")
+        encoder_patch_size(config)
+    if layout.check is not None:
+        layout.check(processing_class, config)
+
+
+def mask_patches(layout, batch: dict, num_images: list[int], groups: list[int], prob: float, seed: int,
+                 processing_class, config) -> torch.Tensor:
+    """A copy of ``batch["pixel_values"]`` with each patch blackened with probability ``prob``, laid out as the
+    family's ``layout`` says; ``num_images`` and ``groups`` per completion row (see :func:`random_patch_masks`)."""
+    pixel_values = batch["pixel_values"]
+    if layout.kind == "patch rows":
+        row_mask = random_patch_masks(batch["image_grid_thw"].cpu(), num_images, groups, prob, seed)
+        black = black_row(processing_class.image_processor, pixel_values.dtype, pixel_values.device)
+        return blacken_patches(pixel_values, row_mask, black)
+    tiles = layout.tiles(batch, num_images, groups, config)
+    patch = encoder_patch_size(config)
+    height, width = tiles.pixels.shape[-2:]
+    masks = square_masks(tiles.keys, (height // patch, width // patch), prob, seed)
+    black = black_value(processing_class.image_processor)
+    return blacken_squares(tiles.pixels, masks, patch, black, tiles.real_pixels).view_as(pixel_values)

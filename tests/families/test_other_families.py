@@ -2,8 +2,9 @@
 the perception prior computed on their image tokens, with TRL's and transformers' plain computation
 where pepo's Qwen speed-ups do not apply, stated by the test rather than assumed: Qwen3.5 gets image
 sharing and the vectorised position index (pepo.families; equal to the plain computation:
-tests/test_image_sharing.py, tests/test_mrope.py) but not prompt sharing; the others (no family
-registered) none of them. A saved tiny checkpoint of each goes through ``pepo eval`` and ``pepo analyze``."""
+tests/test_image_sharing.py, tests/test_mrope.py) but not prompt sharing; the others none of them
+(registered for PAPO / VPPO's patch layout only: tests/families/test_perception_aware_families.py).
+A saved tiny checkpoint of each goes through ``pepo eval`` and ``pepo analyze``."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def test_a_tiny_family_trains_a_pepo_g_step_with_the_plain_computation(family, s
     trainer = train(path, synthetic_data_dir, tmp_path / "run", length_reward_registered, "--max_steps", "1")
     model = trainer.model
     image_sharing, rope_index, prompt_sharing = SPEED_UPS[family]
-    assert (family_of(model) is not None) == any(SPEED_UPS[family])
+    assert family_of(model) is not None and family_of(model).patch_layout is not None
     assert any(getattr(m, "_pepo_shares_images", False) for m in model.modules()) == image_sharing
     assert any("get_rope_index" in vars(m) for m in model.modules()) == rope_index
     assert (sharing_backbone(model) is not None) == prompt_sharing

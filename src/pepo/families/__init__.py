@@ -1,19 +1,25 @@
 """What differs between vision-language model families, in one place.
 
-A :class:`Family` tells pepo's family-specific speed-ups what they need to know about a model of
-that family; :func:`family_of` finds it once per model from its config's ``model_type``. A model
-whose family is not registered gets none of them: TRL's and transformers' plain computation runs
-(each caller says what it falls back to; the results are the same, only slower).
+A :class:`Family` tells pepo's family-specific speed-ups, and PAPO / VPPO's patch masking, what they
+need to know about a model of that family; :func:`family_of` finds it once per model from its
+config's ``model_type``. A model whose family is not registered (or registers none) gets none of the
+speed-ups: TRL's and transformers' plain computation runs (each caller says what it falls back to;
+the results are the same, only slower); PAPO / VPPO refuse it in one line.
 
-=====================  ===========================  =========  ===========  ============
-family                 ``model_type``               M-RoPE      image        prompt
-                                                    index       sharing      sharing
-=====================  ===========================  =========  ===========  ============
-Qwen2-VL               ``qwen2_vl``                 loop        yes          yes
-Qwen2.5-VL             ``qwen2_5_vl``               vectorised  yes          yes
-Qwen3-VL               ``qwen3_vl``                 vectorised  yes          yes
-Qwen3.5                ``qwen3_5``                  vectorised  yes          no (1)
-=====================  ===========================  =========  ===========  ============
+=====================  ======================  ==========  =======  =======  ==============
+family                 ``model_type``          M-RoPE      image    prompt   patch layout
+                                               index       sharing  sharing  (PAPO / VPPO)
+=====================  ======================  ==========  =======  =======  ==============
+Qwen2-VL               ``qwen2_vl``            loop        yes      yes      patch rows
+Qwen2.5-VL             ``qwen2_5_vl``          vectorised  yes      yes      patch rows
+Qwen3-VL               ``qwen3_vl``            vectorised  yes      yes      patch rows
+Qwen3.5                ``qwen3_5``             vectorised  yes      no (1)   patch rows
+Gemma 3                ``gemma3``              --          no       no       pixel squares
+InternVL               ``internvl``            --          no       no       pixel squares
+Idefics3, SmolVLM      ``idefics3``,           --          no       no       pixel squares
+                       ``smolvlm``
+LLaVA-OneVision        ``llava_onevision``     --          no       no       pixel squares
+=====================  ======================  ==========  =======  =======  ==============
 
 (1) its Gated DeltaNet layers' cache cannot be gathered to the batch's rows (transformers 5.24).
 
@@ -24,6 +30,14 @@ Qwen3.5                ``qwen3_5``                  vectorised  yes          no 
   (``tower_merged_outputs``: Qwen3-VL adds its deepstack features), which are gathered back per copy.
 * **prompt sharing** (:mod:`pepo.prompt_sharing`): each distinct prompt runs once into a key/value
   cache; needs the backbone's ``get_rope_index`` and a forward taking ``cache`` and M-RoPE ``position_ids``.
+* **patch layout** (:mod:`pepo.families.patch_layout`, blackened by :mod:`pepo.patch_masking`): where
+  the processor writes each encoder patch PAPO and VPPO blacken: "patch rows", one ``pixel_values``
+  row per patch; "pixel squares", normalised ``(C, H, W)`` tiles in which the family's ``tiles``
+  function says which tiles (and pixels) are real and whose. None: PAPO / VPPO refused in one line.
+* **vision tower, projectors** (:func:`pepo.modeling.freeze_vision`): their module paths on the
+  backbone (Qwen: ``visual``, with ``visual.merger`` and Qwen3-VL's ``visual.deepstack_merger_list``
+  as projectors; Gemma 3, InternVL, LLaVA-OneVision: ``vision_tower`` and ``multi_modal_projector``;
+  Idefics3, SmolVLM: ``vision_model`` and ``connector``).
 
 Which rows of ``pixel_values`` belong to which image (for the processors giving ``image_grid_thw``)
 is said once, in :mod:`pepo.families.image_rows`; image and prompt sharing, patch masking, the
@@ -37,8 +51,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from torch import nn
+
+if TYPE_CHECKING:
+    from pepo.families.patch_layout import PatchLayout
 
 __all__ = ["FAMILIES", "ONE_IMAGE_PER_ROW", "Family", "backbones", "family_of", "register_family"]
 
@@ -59,8 +77,8 @@ class Family:
 
     name: str
     model_types: tuple[str, ...]  # the config ``model_type`` values of its checkpoints
-    backbone: Callable[[], type]  # the transformers class holding ``visual``, ``language_model`` and ``get_rope_index``
-    rope_index_parameters: tuple[str, ...]  # transformers' ``get_rope_index`` parameters pepo's callers expect
+    backbone: Callable[[], type]  # the transformers class holding the vision tower and the language model
+    rope_index_parameters: tuple[str, ...]  # transformers' ``get_rope_index`` parameters pepo's callers expect; () none
     vectorised_rope_index: bool = False  # pepo.mrope.rope_index gives this family's positions (tested)
     tower_merged_outputs: tuple[str, ...] = ()  # the tower output's per-image-token fields; () turns image sharing off
     shares_prompts: bool = False  # pepo.prompt_sharing runs its prompts once (tested)
@@ -68,6 +86,12 @@ class Family:
     # what prompt sharing passes the backbone's forward (it must take them; "**kwargs": passed on to the language model)
     backbone_forward_inputs: tuple[str, ...] = ("input_ids", "attention_mask", "position_ids", "cache", "pixel_values",
                                                 "image_grid_thw", "use_cache")
+    # where the processor writes each patch, for PAPO / VPPO's blackening (pepo.families.patch_layout); None: refused
+    patch_layout: PatchLayout | None = None
+    # the vision tower's and the projectors' module paths on the backbone (pepo.modeling.freeze_vision); a projector
+    # inside the tower is the projector's. None: the module names of pepo.modeling.VISION_TOWER_NAMES / PROJECTOR_NAMES
+    vision_tower: str | None = None
+    projectors: tuple[str, ...] = ()
 
     def backbones_in(self, model: nn.Module) -> list[nn.Module]:
         """The family's backbone modules inside ``model`` (wrapped or not)."""
@@ -106,4 +130,5 @@ def backbones(model: nn.Module) -> list[nn.Module]:
     return [] if family is None else family.backbones_in(model)
 
 
-from pepo.families import qwen2_vl, qwen3_vl  # noqa: E402,F401  (the built-in families register themselves)
+# the built-in families register themselves
+from pepo.families import gemma3, idefics3, internvl, llava_onevision, qwen2_vl, qwen3_vl  # noqa: E402,F401

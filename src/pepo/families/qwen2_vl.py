@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from pepo.families import Family, register_family
+from pepo.families.patch_layout import PATCH_ROWS
 
 #: transformers 5.24's ``Qwen2VLModel.get_rope_index`` (Qwen3-VL's is the same)
 QWEN2_VL_ROPE_INDEX = ("self", "input_ids", "mm_token_type_ids", "image_grid_thw", "video_grid_thw",
@@ -28,10 +29,11 @@ def _qwen2_5_vl_model() -> type:
 
 QWEN2_VL = register_family(Family(
     name="Qwen2-VL", model_types=("qwen2_vl",), backbone=_qwen2_vl_model, rope_index_parameters=QWEN2_VL_ROPE_INDEX,
-    tower_merged_outputs=("pooler_output",), shares_prompts=True,
+    tower_merged_outputs=("pooler_output",), shares_prompts=True, patch_layout=PATCH_ROWS, vision_tower="visual",
+    projectors=("visual.merger",),
 ))
 QWEN2_5_VL = register_family(Family(
     name="Qwen2.5-VL", model_types=("qwen2_5_vl",), backbone=_qwen2_5_vl_model,
     rope_index_parameters=QWEN2_5_VL_ROPE_INDEX, vectorised_rope_index=True, tower_merged_outputs=("pooler_output",),
-    shares_prompts=True,
+    shares_prompts=True, patch_layout=PATCH_ROWS, vision_tower="visual", projectors=("visual.merger",),
 ))

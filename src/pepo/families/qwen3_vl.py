@@ -11,6 +11,7 @@ DeltaNet linear attention with full attention."""
 from __future__ import annotations
 
 from pepo.families import Family, register_family
+from pepo.families.patch_layout import PATCH_ROWS
 from pepo.families.qwen2_vl import QWEN2_VL_ROPE_INDEX
 
 
@@ -26,6 +27,7 @@ QWEN3_VL = register_family(Family(
     # use_cache reaches Qwen3VLTextModel.forward through the backbone's **kwargs
     backbone_forward_inputs=("input_ids", "attention_mask", "position_ids", "cache", "pixel_values", "image_grid_thw",
                              "**kwargs"),
+    patch_layout=PATCH_ROWS, vision_tower="visual", projectors=("visual.merger", "visual.deepstack_merger_list"),
 ))
 
 
@@ -40,4 +42,5 @@ QWEN3_5 = register_family(Family(
     # no prompt sharing: the linear attention layers' cache cannot be gathered to the batch's rows
     # (transformers 5.24's LinearAttentionLayer has no batch_select_indices): the plain forward and generate
     vectorised_rope_index=True, tower_merged_outputs=("pooler_output",), shares_prompts=False,
+    patch_layout=PATCH_ROWS, vision_tower="visual", projectors=("visual.merger",),
 ))

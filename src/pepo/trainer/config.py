@@ -115,7 +115,8 @@ class PEPOConfig(GRPOConfig, PerceptionAwareArguments):
     )
     freeze_vision_tower: bool = field(
         default=False,
-        metadata={"help": "Freeze the vision encoder (no gradient, no optimizer state)."},
+        metadata={"help": "Freeze the vision encoder (no gradient, no optimizer state); where the model's family "
+                  "(pepo.families) says it is."},
     )
     freeze_projector: bool = field(
         default=False,

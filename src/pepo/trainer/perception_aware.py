@@ -1,7 +1,8 @@
 """PAPO and VPPO in :class:`~pepo.trainer.PEPOTrainer`: config fields and the trainer mixin.
 
 Both methods (math in :mod:`pepo.core.perception_aware`) need the policy's log-probs of the sampled
-tokens with every image degraded by random patch blackening (:mod:`pepo.patch_masking`). Where they
+tokens with every image degraded by random patch blackening (:mod:`pepo.patch_masking`, the way the
+model's family says: :attr:`pepo.families.Family.patch_layout`). Where they
 hook into TRL's ``GRPOTrainer``:
 
 1. After the rollout is scored (``_generate_and_score_completions``, after DAPO dynamic sampling has
@@ -43,7 +44,9 @@ from pepo.core import entropy_penalty, papo_regulariser, visual_dependency, vppo
 from pepo.trainer.clock import PEPOClock
 from pepo.trainer.handshake import TRLContractError
 from pepo.trainer.device_metrics import DeviceMetrics
-from pepo.patch_masking import black_row, blacken_patches, check_patch_processor, random_patch_masks
+from pepo.families import family_of
+from pepo.families.patch_layout import PatchLayout
+from pepo.patch_masking import check_patch_layout, mask_patches
 
 PERCEPTION_AWARE_METHODS = ("none", "papo", "vppo")
 DEFAULT_MASK_PROB = {"papo": 0.6, "vppo": 0.5}
@@ -144,6 +147,21 @@ class PerceptionAwareArguments:
             )
 
 
+def patch_layout_of(model, processing_class) -> PatchLayout:
+    """Where ``model``'s processor writes each patch PAPO / VPPO blacken: its family's
+    :class:`~pepo.families.patch_layout.PatchLayout`, checked against the processor and the model config;
+    a one-line ``ValueError`` where pepo cannot mask."""
+    family = family_of(model)
+    layout = None if family is None else family.patch_layout
+    if layout is None:
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        raise ValueError(f"perception_aware patch masking: model_type {model_type!r} has no patch layout in "
+                         "pepo.families (a Family's patch_layout field, docs/families.md); use a family that has "
+                         "one or perception_aware='none'")
+    check_patch_layout(layout, processing_class, model.config)
+    return layout
+
+
 class PerceptionAwareMixin:
     """PAPO / VPPO for a ``GRPOTrainer`` subclass whose ``args`` has :class:`PerceptionAwareArguments`.
 
@@ -158,7 +176,7 @@ class PerceptionAwareMixin:
         self._pa_clock = PEPOClock()  # the extra forward's time, without a host synchronisation
         self._device_metrics = DeviceMetrics()  # this mixin's and PEPOTrainer's metrics, reduced in log()
         if self.args.perception_aware != "none":
-            check_patch_processor(self.processing_class)
+            self._patch_layout = patch_layout_of(self.model, self.processing_class)
 
     # ---- rollout time: the extra forward --------------------------------------------------------
 
@@ -204,10 +222,8 @@ class PerceptionAwareMixin:
         first_row = self.accelerator.process_index * rows  # TRL's groups are consecutive global rows
         groups = [(first_row + row) // self.num_generations for row in range(rows)]
         step_seed = self.args.seed * 1_000_003 + self.state.global_step  # a new mask every rollout, reproducible
-        row_mask = random_patch_masks(batch["image_grid_thw"].cpu(), num_images, groups, self.args.mask_prob, step_seed)
-        pixel_values = batch["pixel_values"]
-        black = black_row(self.processing_class.image_processor, pixel_values.dtype, pixel_values.device)
-        return blacken_patches(pixel_values, row_mask, black)
+        return mask_patches(self._patch_layout, batch, num_images, groups, self.args.mask_prob, step_seed,
+                            self.processing_class, self.model.config)
 
     def _no_grad_logps(self, batch: dict, pixel_values: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` log-probs of the batch's completions with the given images (TRL's forward)."""
@@ -303,4 +319,4 @@ class PerceptionAwareMixin:
         record("train", "vppo/adv_scale", "min_mean_max", scale, has_image & valid.any(1))
 
 
-__all__ = ["PERCEPTION_AWARE_METHODS", "PerceptionAwareArguments", "PerceptionAwareMixin"]
+__all__ = ["PERCEPTION_AWARE_METHODS", "PerceptionAwareArguments", "PerceptionAwareMixin", "patch_layout_of"]
