@@ -427,7 +427,10 @@ def profile_updates(trainers: dict, inputs: dict, device: str) -> str:
     for name, trainer in trainers.items():
         with profile(activities=activities) as prof:
             timer, _, own = policy_update(trainer, inputs, device)
-        table = prof.key_averages().table(sort_by=sort, row_limit=40)
+        try:
+            table = prof.key_averages().table(sort_by=sort, row_limit=40)
+        except (KeyError, AttributeError, ValueError):  # a torch without that sort key
+            table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40)
         parts.append(f"## {name}: update {timer.wall:.4f} s wall (profiled), PEPO own {1e3 * own:.2f} ms\n\n{table}")
     return "\n\n".join(parts) + "\n"
 
