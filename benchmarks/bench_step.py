@@ -148,8 +148,10 @@ def build_model_and_processor(size: dict, workdir: Path, dtype: torch.dtype, dev
     from pepo.embedded import build_tiny_vlm
     from pepo.modeling import load_model_and_processor
 
-    path = build_tiny_vlm(workdir / "model", seed=0, family=family, hidden_size=size["hidden_size"],
-                          num_layers=size["num_layers"], image_size=size["image_size"])
+    # the default family without the keyword: --compare runs this on versions whose build_tiny_vlm has none
+    chosen = {} if family == "qwen2_5_vl" else {"family": family}
+    path = build_tiny_vlm(workdir / "model", seed=0, hidden_size=size["hidden_size"], num_layers=size["num_layers"],
+                          image_size=size["image_size"], **chosen)
     return load_model_and_processor(path, dtype=dtype, device=device)
 
 
