@@ -3,6 +3,7 @@
 import argparse
 import json
 import math
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,26 @@ def test_finite_float_accepts_exactly_the_finite_floats(value):
 def test_check_at_least_refuses_nan():
     with pytest.raises(ArgumentError, match="--top-k must be >= 1, got nan"):
         check_at_least("--top-k", float("nan"), 1)
+
+
+def test_a_model_without_an_image_token_is_refused_before_it_loads(tiny_vlm_path, synthetic_data_dir, tmp_path, capsys,
+                                                                   monkeypatch):
+    # before: analyze ran, and wrote a similarity of 0 for every token (no image token to read it at)
+    import pepo.image_tokens
+    import pepo.modeling
+    from pepo.analysis import collect_responses
+
+    monkeypatch.setattr(pepo.image_tokens, "resolve_image_token_id", lambda *a, **k: None)
+    monkeypatch.setattr(pepo.modeling, "load_model_and_processor", lambda *a, **k: pytest.fail("weights loaded"))
+    out = tmp_path / "o"
+    code = pepo_main(["analyze", "--model", str(tiny_vlm_path), "--data", str(synthetic_data_dir / "test.jsonl"),
+                      "--out", str(out), "--n", "1", "--limit", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith(f"pepo analyze: --model {tiny_vlm_path}: no image token id in its config") and not out.exists()
+    import pepo.analysis.collect
+
+    monkeypatch.setattr(pepo.analysis.collect, "evaluate_model", lambda *a, **k: pytest.fail("sampled"))
+    with pytest.raises(ValueError, match=r"^no image token id for SimpleNamespace \(.*\): the perception signals are "
+                       r"read at the image tokens and would all be 0$"):
+        collect_responses(SimpleNamespace(config=None), None, [], n=1)

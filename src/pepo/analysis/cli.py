@@ -66,6 +66,27 @@ def _check(args) -> None:
         raise ArgumentError(f"--gate-temperature must be > 0, got {args.gate_temperature}")
     check_question_arguments(args)
     check_out_dir(args.out)
+    if args.model is not None:
+        _check_image_token(args.model)
+
+
+def _check_image_token(model_path: str) -> None:
+    """The checkpoint's image token, from its config and processor (no weights loaded): without one
+    every perception signal would be written as 0."""
+    from transformers import AutoConfig
+
+    from pepo.image_tokens import resolve_image_token_id
+    from pepo.modeling import load_processor
+
+    if not (Path(model_path) / "config.json").is_file():
+        return  # check_question_arguments has said what is wrong with the path
+    config = AutoConfig.from_pretrained(model_path, local_files_only=True)
+    if resolve_image_token_id(config, load_processor(model_path)) is None:
+        raise ArgumentError(
+            f"--model {model_path}: no image token id in its config (image_token_id / image_token_index) nor its "
+            "processor (image_token_id / image_token): pepo analyze reads the perception signals at the image tokens "
+            "and would write 0 for every token; give a vision-language checkpoint that names its image token"
+        )
 
 
 def _print_summary(report: Path, responses, k: int, measure: str, console: Console) -> None:

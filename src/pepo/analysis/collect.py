@@ -28,10 +28,17 @@ __all__ = ["collect_responses", "record_responses"]
 logger = logging.getLogger(__name__)
 
 
-def _image_token_id(model, processor) -> int | None:
+def _image_token_id(model, processor) -> int:
+    """The model's image token id; ``ValueError`` without one (every perception signal would be 0)."""
     from pepo.image_tokens import resolve_image_token_id
 
-    return resolve_image_token_id(model.config, processor)
+    image_token_id = resolve_image_token_id(model.config, processor)
+    if image_token_id is None:
+        raise ValueError(
+            f"no image token id for {type(model).__name__} (config image_token_id / image_token_index, processor "
+            "image_token_id / image_token): the perception signals are read at the image tokens and would all be 0"
+        )
+    return image_token_id
 
 
 def record_responses(
@@ -104,6 +111,7 @@ def collect_responses(
     through ``samples_path``, whose rows are reused only for the same model, data and settings:
     ``provenance`` as in :func:`~pepo.evaluation.evaluate_model`), grade them, and record each one's
     per-token signals (:func:`record_responses`; ``signal_settings`` go there)."""
+    _image_token_id(model, processor)  # before sampling: refused without one
     result = evaluate_model(
         model, processor, records, n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
         batch_size=batch_size, seed=seed, results_path=samples_path, progress=progress, provenance=provenance,
