@@ -604,6 +604,7 @@ def main() -> int:
     default_name = "bench_step" + ("_quick" if args.quick else "") + ("_update_only" if args.update_only else "")
     if args.worker:
         return worker(size, args)
+    args.commit = commit_of("HEAD")  # the tree this run measures: read now, not after minutes of other commits
     if args.compare:
         default_name = default_name.replace("bench_step", f"bench_step_compare_{args.compare}")
     out = Path(args.out) if args.out else RESULTS / default_name
@@ -615,7 +616,7 @@ def main() -> int:
     summary = summarise(reps, "cpu" if args.device == "cpu" else "wall")
     meta = {
         "machine": machine_name(args.device, threads), "device": args.device, "dtype": args.dtype,
-        "torch": torch.__version__, "command": " ".join(["python", *sys.argv]), "commit": commit_of("HEAD"),
+        "torch": torch.__version__, "command": " ".join(["python", *sys.argv]), "commit": args.commit,
         "update_only": args.update_only,
         "load_average_at_end": os.getloadavg(), "model": model_info, "methods": METHODS,
     }
@@ -638,7 +639,7 @@ def main_compare(size: dict, args, argv: list[str], out: Path, threads: int) -> 
     summaries = {name: summarise(version_reps, clock) for name, version_reps in reps.items()}
     meta = {
         "machine": machine_name(args.device, threads), "device": args.device, "dtype": args.dtype,
-        "torch": torch.__version__, "command": " ".join(["python", *sys.argv]), "commit": commit_of("HEAD"),
+        "torch": torch.__version__, "command": " ".join(["python", *sys.argv]), "commit": args.commit,
         "compared_commit": commit_of(args.compare), "update_only": args.update_only,
         "load_average_at_end": os.getloadavg(), "models": infos, "methods": METHODS,
     }

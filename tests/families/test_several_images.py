@@ -1,6 +1,6 @@
 """Rows with several images (Geometry3K-style JSONL, two images per record) trained by ``pepo train``'s own code:
 the perception prior covers every image token of the row (both images), PAPO and VPPO blacken patches of
-each image, and a family that cannot train such rows (``pepo.families.ONE_IMAGE_PER_ROW``) is refused
+each image, and a family that cannot train such rows (``Family.one_image_per_row`` in ``pepo.families``) is refused
 when the records are read, as is a record whose ``<image>`` markers do not match its images. Image and
 prompt sharing and the M-RoPE index with two images a row: tests/test_image_sharing.py,
 tests/test_prompt_sharing.py, tests/test_mrope.py (``..._two_images_a_row``)."""

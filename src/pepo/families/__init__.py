@@ -58,18 +58,7 @@ from torch import nn
 if TYPE_CHECKING:
     from pepo.families.patch_layout import PatchLayout
 
-__all__ = ["FAMILIES", "ONE_IMAGE_PER_ROW", "Family", "backbones", "family_of", "register_family"]
-
-#: ``model_type`` -> why a training row with several images cannot train with it (TRL 1.16 / transformers
-#: 5.24); ``pepo train`` refuses such records when it reads them (``pepo.trainer.cli``), before loading weights.
-#: Every other tiny family trains two-image rows (``tests/families/test_several_images.py``).
-ONE_IMAGE_PER_ROW: dict[str, str] = {
-    # the processor gives one tile per image of a several-image row and says so in batch_num_images, which TRL
-    # 1.16's forward does not pass on: the model then expects each image's anyres tiles (a split-size error)
-    "llava_onevision": "TRL 1.16's forward drops the processor's batch_num_images, so the model expects tiles "
-                       "the processor did not make",
-}
-
+__all__ = ["FAMILIES", "Family", "backbones", "family_of", "one_image_per_row", "register_family"]
 
 @dataclass(frozen=True)
 class Family:
@@ -92,6 +81,9 @@ class Family:
     # inside the tower is the projector's. None: the module names of pepo.modeling.VISION_TOWER_NAMES / PROJECTOR_NAMES
     vision_tower: str | None = None
     projectors: tuple[str, ...] = ()
+    # why a training row with several images cannot train with this family (TRL 1.16 / transformers 5.24), or ""
+    # where it can (tests/families/test_several_images.py); pepo train refuses such records when it reads them
+    one_image_per_row: str = ""
 
     def backbones_in(self, model: nn.Module) -> list[nn.Module]:
         """The family's backbone modules inside ``model`` (wrapped or not)."""
@@ -122,6 +114,12 @@ def family_of(model: nn.Module) -> Family | None:
         if model_type is not None:
             return FAMILIES.get(model_type)
     return None
+
+
+def one_image_per_row(model_type: str | None) -> str:
+    """Why a ``model_type`` cannot train a row with several images, or "" (also for an unregistered type)."""
+    family = FAMILIES.get(model_type)
+    return "" if family is None else family.one_image_per_row
 
 
 def backbones(model: nn.Module) -> list[nn.Module]:

@@ -46,4 +46,8 @@ LLAVA_ONEVISION = register_family(Family(
     name="LLaVA-OneVision", model_types=("llava_onevision",), backbone=_llava_onevision_model,
     rope_index_parameters=(), patch_layout=pixel_squares(llava_onevision_tiles),
     vision_tower="vision_tower", projectors=("multi_modal_projector",),
+    # the processor gives one tile per image of a several-image row and says so in batch_num_images, which TRL
+    # 1.16's forward does not pass on: the model then expects each image's anyres tiles (a split-size error)
+    one_image_per_row="TRL 1.16's forward drops the processor's batch_num_images, so the model expects tiles the "
+                      "processor did not make",
 ))

@@ -338,16 +338,17 @@ def _train_dataset(script_args: TrainScriptArguments, training_args, accept_imag
 
 def refuse_several_images(records, model_type: str | None) -> None:
     """A record with several images, for a model family that cannot train such a row
-    (:data:`pepo.families.ONE_IMAGE_PER_ROW`), is a bad record: one line naming its file and line."""
+    (``Family.one_image_per_row``), is a bad record: one line naming its file and line."""
     from pepo.data import DataError
-    from pepo.families import ONE_IMAGE_PER_ROW
+    from pepo.families import one_image_per_row
 
-    if model_type not in ONE_IMAGE_PER_ROW:
+    reason = one_image_per_row(model_type)
+    if not reason:
         return
     for record in records:
         if len(record.images) > 1:
             raise DataError(record.source, None, "images", f"{len(record.images)} images in one record, but a "
-                            f"{model_type} model cannot train a row with several images ({ONE_IMAGE_PER_ROW[model_type]}); "
+                            f"{model_type} model cannot train a row with several images ({reason}); "
                             "give one image per record, or train a model of another family")
 
 

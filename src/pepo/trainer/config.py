@@ -129,7 +129,8 @@ class PEPOConfig(GRPOConfig, PerceptionAwareArguments):
             "completion from their key/value cache, and the loss (and reference / old log-prob) forward scores the "
             "completions on top of it (Qwen2-VL / Qwen2.5-VL / Qwen3-VL: pepo.families; pepo.prompt_sharing). Same "
             "tokens, log-probs and gradients up to float rounding. Other families run as before; so does the loss "
-            "forward under activation checkpointing, FSDP or DeepSpeed (docs/scaling.md)."
+            "forward under activation checkpointing, FSDP or DeepSpeed (docs/scaling.md). The update measured faster "
+            "with it on the CPU and slower on an H200 (README, On a GPU: set it false there)."
         },
     )
     share_image_encoding: bool = field(
@@ -137,7 +138,8 @@ class PEPOConfig(GRPOConfig, PerceptionAwareArguments):
         metadata={
             "help": "Run the vision tower once per distinct image of a forward (Qwen2-VL / Qwen2.5-VL / Qwen3-VL / "
             "Qwen3.5: pepo.families): a GRPO batch holds each prompt's image num_generations times. Same output up to float "
-            "rounding; other families are unaffected."
+            "rounding; other families are unaffected. The update measured faster with it on the CPU and slower on an "
+            "H200 (README, On a GPU: set it and share_prompts false there)."
         },
     )
 

@@ -113,14 +113,14 @@ def check_first_streamed_batch_has_images(images, weighting: str) -> None:
 
 def check_one_image_per_row(dataset, model_type: str | None) -> None:
     """Refuse a ``dataset`` row with several images for a model family that cannot train one
-    (:data:`pepo.families.ONE_IMAGE_PER_ROW`); read from the Arrow column, no image decoded. A dataset
+    (``Family.one_image_per_row``); read from the Arrow column, no image decoded. A dataset
     whose rows cannot be told without iterating it (``IterableDataset``) is not checked here."""
     from datasets import Dataset
 
-    from pepo.families import ONE_IMAGE_PER_ROW
+    from pepo.families import one_image_per_row
 
-    reason = ONE_IMAGE_PER_ROW.get(model_type)
-    if reason is None or not isinstance(dataset, Dataset) or "images" not in dataset.column_names:
+    reason = one_image_per_row(model_type)
+    if not reason or not isinstance(dataset, Dataset) or "images" not in dataset.column_names:
         return
     cells = dataset.with_format("arrow")["images"]
     if not (pa.types.is_list(cells.type) or pa.types.is_large_list(cells.type)):
