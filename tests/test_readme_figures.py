@@ -47,7 +47,7 @@ COMMAND = re.compile(r"python |make |pepo |benchmarks/\w+\.py")
 COMMIT = re.compile(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{7,40}\b")
 # blocks whose files name no command or commit, re-measured by other work of issue 25 (the bench_step
 # figures): each entry must still lack it, so that it is removed from here once regenerated
-KNOWN_WITHOUT_PROVENANCE = {"benchmarks/results/bench_step.json"}
+KNOWN_WITHOUT_PROVENANCE: set[str] = set()
 
 
 def blocks(text: str) -> list[list[str]]:
