@@ -23,14 +23,14 @@ SPEED_UPS = {"qwen3_5": (True, True, False), "gemma3": (False, False, False), "i
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(SPEED_UPS))
-def test_a_tiny_family_trains_a_pepo_g_step_with_the_plain_computation(family, synthetic_data_dir, tmp_path,
+def test_a_tiny_family_trains_two_pepo_g_steps_with_the_plain_computation(family, synthetic_data_dir, tmp_path,
                                                                        length_reward_registered):
     from pepo.embedded import build_tiny_vlm
     from pepo.families import family_of
     from pepo.prompt_sharing import sharing_backbone
 
     path = build_tiny_vlm(tmp_path / family, seed=0, family=family)
-    trainer = train(path, synthetic_data_dir, tmp_path / "run", length_reward_registered, "--max_steps", "1")
+    trainer = train(path, synthetic_data_dir, tmp_path / "run", length_reward_registered, "--max_steps", "2")
     model = trainer.model
     image_sharing, rope_index, prompt_sharing = SPEED_UPS[family]
     assert family_of(model) is not None and family_of(model).patch_layout is not None
@@ -41,11 +41,12 @@ def test_a_tiny_family_trains_a_pepo_g_step_with_the_plain_computation(family, s
     assert trainer.image_token_id is not None
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer.train()
-    [log] = [e for e in trainer.state.log_history if "loss" in e]
-    # a non-zero perception prior (a mean cosine) on this family's image tokens, the weights spread around 1
-    assert log["pepo/visual_similarity"] != 0 and -1 <= log["pepo/visual_similarity"] <= 1
-    assert log["pepo/weight/p0"] < 1 < log["pepo/weight/p100"]
-    assert log["grad_norm"] > 0 and any(not torch.equal(before[n], p) for n, p in model.named_parameters())
+    logs = [e for e in trainer.state.log_history if "loss" in e]
+    assert [log["step"] for log in logs] == [1, 2]
+    for log in logs:  # each step: a non-zero perception prior (a mean cosine) on the image tokens, weights around 1
+        assert log["pepo/visual_similarity"] != 0 and -1 <= log["pepo/visual_similarity"] <= 1
+        assert log["pepo/weight/p0"] < 1 < log["pepo/weight/p100"] and log["grad_norm"] > 0
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
 
 
 @pytest.fixture(scope="module")
