@@ -90,3 +90,19 @@ def test_greedy_scores_agree_with_the_answers_they_score(model_and_processor, sy
     second = evaluate_model(model, processor, records, n=1, max_new_tokens=6, batch_size=4, progress=False)
     assert [r["outputs"] for r in second.questions] == [r["outputs"] for r in first.questions]
     assert second.totals["avg_at_n"] == 100.0 and second.totals["majority"] == 100.0
+
+
+def test_a_file_mixing_questions_with_and_without_images_is_evaluated(model_and_processor, synthetic_data_dir):
+    # before: "a batch mixes questions with and without images" ValueError mid-run, a traceback from pepo eval
+    model, processor = model_and_processor
+    records = load_geometry3k(synthetic_data_dir / "test.jsonl").records[:6]
+    for record in records[1::2]:  # every second question without its image
+        record.images = []
+        for message in record.prompt:
+            message["content"] = [part for part in message["content"] if part.get("type") != "image"]
+    mixed = evaluate_model(model, processor, records, n=1, max_new_tokens=4, batch_size=4, progress=False)
+    one_by_one = evaluate_model(model, processor, records, n=1, max_new_tokens=4, batch_size=1, progress=False)
+    assert [r["id"] for r in mixed.questions] == [r.id for r in records]
+    assert all(len(r["outputs"]) == 1 for r in mixed.questions)
+    # greedy decoding: the same outputs whatever the batching (left padding aside, one question per call)
+    assert [r["outputs"] for r in mixed.questions] == [r["outputs"] for r in one_by_one.questions]

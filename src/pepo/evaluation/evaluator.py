@@ -77,7 +77,7 @@ def _generate_transformers(model, processor, records, *, n, temperature, top_p, 
     try:
         has_images = any(images)
         if has_images and not all(images):
-            raise ValueError("a batch mixes questions with and without images; evaluate them with batch_size=1")
+            raise ValueError("a batch mixes questions with and without images (question_batches keeps them apart)")
         inputs = processor(text=texts, images=images if has_images else None, return_tensors="pt", padding=True)
     finally:
         tokenizer.padding_side = side
@@ -235,11 +235,24 @@ def evaluate_model(
     return EvalResult(questions=rows, totals=summarize(rows), config=config)
 
 
+def question_batches(records: list[Record], batch_size: int):
+    """The questions in their order, at most ``batch_size`` a batch, a batch never mixing questions
+    with and without images (a processor call takes images for all of its prompts or none): a file
+    that mixes them is batched at each change, the rest as before."""
+    batch: list[Record] = []
+    for record in records:
+        if batch and (len(batch) == batch_size or bool(batch[0].images) != bool(record.images)):
+            yield batch
+            batch = []
+        batch.append(record)
+    if batch:
+        yield batch
+
+
 def _sample(generate, model, processor, records: list[Record], batch_size: int, sampling: dict[str, Any]):
-    """``(record, (outputs, completion token counts))`` per question, ``batch_size`` questions per
-    call of the backend's ``generate``."""
-    for start in range(0, len(records), batch_size):
-        batch = records[start : start + batch_size]
+    """``(record, (outputs, completion token counts))`` per question, one call of the backend's
+    ``generate`` per :func:`question_batches` batch."""
+    for batch in question_batches(records, batch_size):
         yield from zip(batch, generate(model, processor, batch, **sampling))
 
 
