@@ -4,7 +4,8 @@ TRL scores a batch in chunks of rows and hands each chunk its slice of the image
 (``GRPOTrainer._get_per_token_logps_and_entropies``). A chunk of text-only rows gets an *empty*
 slice (``pixel_values`` of shape ``(0, ...)``, ``image_grid_thw`` of shape ``(0, 3)``), and the
 vision towers do not accept one: Qwen2.5-VL fails in ``torch.cat`` of no position ids. The same
-happens to a whole micro-batch of text-only rows cut out of a mixed generation batch. Without the
+happens to a whole micro-batch of text-only rows cut out of a mixed generation batch. Idefics3 and
+SmolVLM get padding images (all zeros) instead of an empty slice, which their tower cannot take either. Without the
 image inputs the forward is the language model's own, which is what a text-only chunk needs.
 
 Text-only rows of a weighting mode that needs the perception prior get weight 1 by design
@@ -31,9 +32,16 @@ IMAGE_INPUTS = ("pixel_values", "image_grid_thw", "image_sizes", "pixel_attentio
                 "image_position_ids")
 
 
+def _only_padding_images(pixel_values: torch.Tensor, kwargs) -> bool:
+    """Idefics3 / SmolVLM (``(rows, images, 3, H, W)`` with ``pixel_attention_mask``) pad each row to the
+    batch's most images with all-zero images, which their model drops; a chunk of text-only rows is
+    then padding alone, which their vision tower cannot take (one host read, for that layout only)."""
+    return pixel_values.dim() == 5 and "pixel_attention_mask" in kwargs and not bool(pixel_values.any())
+
+
 def _drop_empty_image_inputs(module, args, kwargs):
     pixel_values = kwargs.get("pixel_values")
-    if isinstance(pixel_values, torch.Tensor) and pixel_values.size(0) == 0:
+    if isinstance(pixel_values, torch.Tensor) and (pixel_values.size(0) == 0 or _only_padding_images(pixel_values, kwargs)):
         for key in IMAGE_INPUTS:
             kwargs.pop(key, None)
     return args, kwargs
@@ -132,6 +140,19 @@ def check_one_image_per_row(dataset, model_type: str | None) -> None:
             f"train_dataset row {row}: {counts[row]} images, but a {model_type} model cannot train a row with "
             f"several images ({reason}); give one image per row, or train a model of another family"
         )
+
+
+def drop_batch_num_images(forward_kwargs: dict) -> None:
+    """LLaVA-OneVision's processor gives ``batch_num_images`` (images per row), which TRL 1.16 passes to
+    its ``_get_per_token_logps_and_entropies`` when it scores old log-probs, and that method takes no
+    such argument (a ``TypeError``). With at most one image a row (``Family.one_image_per_row`` refuses
+    more) the model without it treats each image as its row's only one: the same computation. More than
+    one image a row here would be a bug: ``ValueError``."""
+    counts = forward_kwargs.pop("batch_num_images", None)
+    counts = [] if counts is None else [int(n) for n in counts]  # a few host reads, for this family only
+    if any(n > 1 for n in counts):
+        raise ValueError(f"batch_num_images {counts}: a row with several images reached a model family that "
+                         "refuses them (Family.one_image_per_row); report this as a pepo bug")
 
 
 def check_image_rows_have_image_tokens(prompt_ids, images, image_token_id: int, weighting: str, step: int) -> None:

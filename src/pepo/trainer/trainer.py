@@ -84,7 +84,7 @@ from pepo.trainer.dynamic_sampling import DynamicSampler
 from pepo.trainer.handshake import WeightHandshake
 from pepo.trainer.mixed_batches import (
     check_first_streamed_batch_has_images, check_image_rows_have_image_tokens, check_one_image_per_row,
-    check_perception_is_possible, dataset_has_image_rows, ignore_empty_image_inputs,
+    check_perception_is_possible, dataset_has_image_rows, drop_batch_num_images, ignore_empty_image_inputs,
 )
 from pepo.versions import upstream_checked
 from pepo.trainer.perception_aware import PerceptionAwareMixin
@@ -179,6 +179,7 @@ class PEPOTrainer(PerceptionAwareMixin, GRPOTrainer):
         self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, **kwargs
     ):
         loss_inputs = self._weight_handshake.take(compute_entropy)  # the open loss's, if this is its policy forward
+        drop_batch_num_images(kwargs)
 
         def forward(on_prefix=None):
             scored = self._shared_prompt_model(model, logits_to_keep, on_prefix)
