@@ -405,6 +405,7 @@ def build_trainer(script_args: TrainScriptArguments, training_args, model_args):
 
     Arguments, rewards and the training data (against the model's processor) are checked before the
     model's weights are loaded; the embedded models are built first, when missing."""
+    from transformers import AutoConfig
     from trl import get_peft_config
 
     from pepo.modeling import image_size_check, load_model_and_processor, load_processor
@@ -423,10 +424,10 @@ def build_trainer(script_args: TrainScriptArguments, training_args, model_args):
         model_path = BUILT_MODELS[model_path].build(script_args, training_args)
     # images the model's processor refuses are bad records now, before the weights are loaded
     processor = load_processor(model_path, trust_remote_code=training_args.trust_remote_code)
-    model_type = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8")).get("model_type")
-    dataset = _train_dataset(script_args, training_args, image_size_check(processor), model_type)
+    config = AutoConfig.from_pretrained(model_path, local_files_only=True, trust_remote_code=training_args.trust_remote_code)
+    dataset = _train_dataset(script_args, training_args, image_size_check(processor), config.model_type)
     check_enough_prompts(len(dataset), training_args, script_args.train_file)
-    _check_perception_before_loading(model_path, processor, dataset, training_args)
+    _check_perception_before_loading(config, processor, dataset, training_args)
     model, processor = load_model_and_processor(
         model_path, dtype=model_args.dtype or "float32", trust_remote_code=training_args.trust_remote_code,
         attn_implementation=model_args.attn_implementation,
@@ -442,11 +443,9 @@ def build_trainer(script_args: TrainScriptArguments, training_args, model_args):
     return use_compact_console(trainer)
 
 
-def _check_perception_before_loading(model_path, processor, dataset, training_args) -> None:
+def _check_perception_before_loading(config, processor, dataset, training_args) -> None:
     """The trainer's perception checks (an image token, an image row), from the checkpoint's config
     and processor, so that a refused run has not loaded the weights first."""
-    from transformers import AutoConfig
-
     from pepo.core import WEIGHTING_MODES
     from pepo.image_tokens import resolve_image_token_id
     from pepo.trainer.mixed_batches import check_perception_is_possible
@@ -454,8 +453,6 @@ def _check_perception_before_loading(model_path, processor, dataset, training_ar
     mode = WEIGHTING_MODES.get(training_args.weighting)
     if mode is None or not mode.needs_perception:
         return
-    config = AutoConfig.from_pretrained(model_path, local_files_only=True,
-                                        trust_remote_code=training_args.trust_remote_code)
     image_token_id = resolve_image_token_id(config, processor, training_args.image_token)
     model_name = (config.architectures or [type(config).__name__])[0]
     check_perception_is_possible(training_args.weighting, True, image_token_id, dataset, model_name)
